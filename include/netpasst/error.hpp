@@ -48,7 +48,7 @@ enum class condition {
 
 namespace detail {
 
-class errc_category final : public std::error_category {
+class errc_category_impl final : public std::error_category {
 public:
   const char* name() const noexcept override { return "netpasst"; }
   std::string message(int value) const override {
@@ -77,7 +77,7 @@ public:
   bool equivalent(int value, const std::error_condition& cond) const noexcept override;
 };
 
-class condition_category final : public std::error_category {
+class condition_category_impl final : public std::error_category {
 public:
   const char* name() const noexcept override { return "netpasst.condition"; }
   std::string message(int value) const override {
@@ -95,13 +95,13 @@ public:
 
 /// The category of `netpasst::errc`.
 inline const std::error_category& error_category() noexcept {
-  static const detail::errc_category category;
+  static const detail::errc_category_impl category;
   return category;
 }
 
 /// The category of `netpasst::condition`.
 inline const std::error_category& condition_category() noexcept {
-  static const detail::condition_category category;
+  static const detail::condition_category_impl category;
   return category;
 }
 
@@ -113,7 +113,7 @@ inline std::error_condition make_error_condition(condition c) noexcept {
   return {static_cast<int>(c), condition_category()};
 }
 
-inline bool detail::errc_category::equivalent(int value, const std::error_condition& cond) const noexcept {
+inline bool detail::errc_category_impl::equivalent(int value, const std::error_condition& cond) const noexcept {
   if (cond.category() != condition_category()) return false;
   switch (static_cast<condition>(cond.value())) {
     case condition::configuration_error:
