@@ -1,0 +1,463 @@
+#pragma once
+// Implementation of netpasst/transport/stream.hpp; include that header instead.
+
+#include <netpasst/transport/stream.hpp>
+
+#include <asio/compose.hpp>
+#include <asio/error.hpp>
+#include <asio/post.hpp>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <utility>
+
+/// Test seam: how the transport names the system calls that move bytes
+/// (`sendmsg`, `recv`). A test may define it before including the header to
+/// count or fake them, as {fmt} does with FMT_SYSTEM.
+#ifndef NETPASST_STREAM_SYSCALL
+#define NETPASST_STREAM_SYSCALL(name) ::name
+#endif
+
+namespace netpasst::detail {
+
+inline constexpr std::size_t stream_header_size = 4;
+inline constexpr std::size_t stream_max_record = stream_header_size + max_frame_size;
+
+inline std::error_code stream_os_error(int e) {
+  if (e == ECONNRESET || e == EPIPE) return errc::connection_closed;
+  return {e, std::system_category()};
+}
+
+/// Waits with poll(2) for `events` on `fd`; retries on EINTR.
+inline std::error_code stream_poll(int fd, short events) {
+  pollfd p{fd, events, 0};
+  while (::poll(&p, 1, -1) < 0)
+    if (errno != EINTR) return {errno, std::system_category()};
+  return {};
+}
+
+/// Everything a transport owns, shared with its pending handlers so that they
+/// never outlive it.
+template <class Executor>
+class stream_state : public std::enable_shared_from_this<stream_state<Executor>> {
+public:
+  stream_state(const Executor& executor, unique_fd fd, const stream_transport_config& config)
+      : config_(config), descriptor_(executor) {
+    if (!fd) throw std::system_error(EBADF, std::system_category(), "netpasst: stream transport");
+    auto fail = [](const char* what) { throw std::system_error(errno, std::system_category(), what); };
+    int type = 0;
+    socklen_t length = sizeof type;
+    if (::getsockopt(fd.get(), SOL_SOCKET, SO_TYPE, &type, &length) != 0) fail("netpasst: getsockopt(SO_TYPE)");
+    if (type != SOCK_STREAM)
+      throw std::system_error(std::make_error_code(std::errc::wrong_protocol_type),
+                              "netpasst: stream transport needs a SOCK_STREAM socket");
+    int flags = ::fcntl(fd.get(), F_GETFL);
+    if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK) < 0) fail("netpasst: fcntl(O_NONBLOCK)");
+    if (config_.socket_buffer_bytes != 0) {
+      int size = int(std::min<std::size_t>(config_.socket_buffer_bytes, 1u << 30));
+      for (auto [force, plain] : {std::pair{SO_SNDBUFFORCE, SO_SNDBUF}, std::pair{SO_RCVBUFFORCE, SO_RCVBUF}})
+        if (::setsockopt(fd.get(), SOL_SOCKET, force, &size, sizeof size) != 0 &&
+            ::setsockopt(fd.get(), SOL_SOCKET, plain, &size, sizeof size) != 0)
+          fail("netpasst: setsockopt(SO_SNDBUF/SO_RCVBUF)");
+    }
+    config_.send_queue_bytes = std::max(config_.send_queue_bytes, 2 * stream_max_record);
+    config_.receive_buffer_bytes = std::max(config_.receive_buffer_bytes, 2 * stream_max_record);
+    config_.max_batch_frames = std::max<std::size_t>(config_.max_batch_frames, 1);
+    config_.flush_threshold_bytes = std::min(config_.flush_threshold_bytes, config_.send_queue_bytes / 2);
+    send_ring_ = std::make_unique_for_overwrite<std::byte[]>(config_.send_queue_bytes);
+    receive_buffer_ = std::make_unique_for_overwrite<std::byte[]>(config_.receive_buffer_bytes);
+    batch_ = std::make_unique<frame[]>(config_.max_batch_frames);
+    descriptor_.assign(fd.get());
+    fd_ = fd.release();
+  }
+
+  // --- state ---------------------------------------------------------------
+
+  const stream_transport_config& config() const noexcept { return config_; }
+  Executor executor() const noexcept { return descriptor_.get_executor(); }
+  bool is_open() const noexcept { return !error_; }
+  int fd() const noexcept { return error_ ? -1 : fd_; }
+  const transport_counters& counters() const noexcept { return counters_; }
+  std::size_t queued() const noexcept { return send_size_; }
+  bool writable() const noexcept { return send_size_ <= config_.send_queue_bytes / 2; }
+  const std::error_code& error() const noexcept { return error_; }
+  auto& descriptor() noexcept { return descriptor_; }
+  frame_batch batch(std::size_t n) const noexcept { return {batch_.get(), n}; }
+
+  /// Ends the connection with `ec` (first error wins, except that close()
+  /// always leaves transport_closed). Pending waits complete with it.
+  void fail(std::error_code ec) noexcept {
+    if (!error_ || ec == errc::transport_closed) error_ = ec;
+    send_head_ = send_size_ = 0;
+    std::error_code ignored;
+    descriptor_.close(ignored);
+  }
+
+  void cancel() {
+    if (error_) return;
+    std::error_code ignored;
+    descriptor_.cancel(ignored);
+  }
+
+  // --- sending -------------------------------------------------------------
+
+  bool try_send(frame f, std::error_code& ec) {
+    if (error_) return ec = error_, false;
+    if (f.size() < min_frame_size || f.size() > max_frame_size) {
+      ++counters_.frames_refused;
+      ec = f.size() < min_frame_size ? errc::frame_too_short : errc::frame_too_long;
+      return false;
+    }
+    std::byte header[stream_header_size] = {std::byte(f.size() >> 24), std::byte(f.size() >> 16),
+                                            std::byte(f.size() >> 8), std::byte(f.size())};
+    const std::size_t record = stream_header_size + f.size();
+    ec.clear();
+    if (send_size_ == 0 && config_.direct_write_bytes != 0 && f.size() >= config_.direct_write_bytes &&
+        !write_waiting_) {
+      iovec iov[2] = {{header, sizeof header}, {const_cast<std::byte*>(f.data()), f.size()}};
+      std::size_t written = 0;
+      if (!write(iov, 2, written)) return ec = error_, false;
+      count_sent(f.size());
+      if (written < sizeof header) append({header + written, sizeof header - written});
+      append(f.subspan(written < sizeof header ? 0 : written - sizeof header));
+      if (send_size_ != 0) arm_write_wait();
+      return true;
+    }
+    if (config_.send_queue_bytes - send_size_ < record) return ec = errc::would_block, false;
+    append({header, sizeof header});
+    append(f);
+    count_sent(f.size());
+    if (send_size_ >= config_.flush_threshold_bytes && !write_waiting_)
+      flush_and_arm();
+    else
+      schedule_flush();
+    return true;
+  }
+
+  /// Writes the ring until it is empty or the socket is full; false on a
+  /// connection error (then error() says which).
+  bool flush_now() {
+    if (error_) return false;
+    while (send_size_ != 0) {
+      const std::size_t first = std::min(send_size_, config_.send_queue_bytes - send_head_);
+      iovec iov[2] = {{send_ring_.get() + send_head_, first}, {send_ring_.get(), send_size_ - first}};
+      std::size_t written = 0;
+      if (!write(iov, iov[1].iov_len ? 2 : 1, written)) return false;
+      send_head_ += written;
+      if (send_head_ >= config_.send_queue_bytes) send_head_ -= config_.send_queue_bytes;
+      send_size_ -= written;
+      if (written < first + iov[1].iov_len) break; // the socket is full
+    }
+    if (send_size_ == 0) send_head_ = 0;
+    return true;
+  }
+
+  /// flush_now, then make sure the rest is written once the socket drains.
+  void flush_and_arm() {
+    if (flush_now() && send_size_ != 0) arm_write_wait();
+  }
+
+  // --- receiving -----------------------------------------------------------
+
+  /// Hands out the frames already read or, if there are none, reads once or
+  /// more until there are. Returns how many; 0 with `ec` set to would_block
+  /// (nothing to read now) or to the error that closed the transport.
+  std::size_t receive_some(std::error_code& ec) {
+    ec.clear();
+    if (error_) return ec = error_, 0;
+    for (;;) {
+      if (std::size_t n = parse(ec)) return n;
+      if (ec) return fail(ec), 0;
+      std::byte* buffer = receive_buffer_.get();
+      const std::size_t capacity = config_.receive_buffer_bytes;
+      if (begin_ == end_) {
+        begin_ = end_ = 0;
+      } else if (capacity - end_ < capacity / 4 || capacity - begin_ < stream_max_record) {
+        // Less than one whole frame is left (else parse would have found it).
+        std::memmove(buffer, buffer + begin_, end_ - begin_);
+        end_ -= begin_;
+        begin_ = 0;
+      }
+      const ssize_t got = NETPASST_STREAM_SYSCALL(recv)(fd_, buffer + end_, capacity - end_, MSG_DONTWAIT);
+      if (got > 0) {
+        end_ += std::size_t(got);
+      } else if (got == 0) {
+        return ec = errc::connection_closed, fail(ec), 0;
+      } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        return ec = errc::would_block, 0;
+      } else if (errno != EINTR) {
+        return ec = stream_os_error(errno), fail(ec), 0;
+      }
+    }
+  }
+
+  // --- internal flush scheduling ---------------------------------------------
+
+  void schedule_flush() {
+    if (flush_posted_ || write_waiting_) return;
+    flush_posted_ = true;
+    asio::post(descriptor_.get_executor(), [self = this->shared_from_this()] {
+      self->flush_posted_ = false;
+      if (!self->write_waiting_) self->flush_and_arm();
+    });
+  }
+
+  void arm_write_wait() {
+    if (write_waiting_ || error_) return;
+    write_waiting_ = true;
+    descriptor_.async_wait(asio::posix::descriptor_base::wait_write,
+                           [self = this->shared_from_this()](std::error_code ec) {
+                             self->write_waiting_ = false;
+                             if (!ec || (ec == asio::error::operation_aborted && !self->error_))
+                               self->flush_and_arm(); // cancel() must not stall the ring
+                           });
+  }
+
+private:
+  void count_sent(std::size_t bytes) noexcept {
+    ++counters_.frames_sent;
+    counters_.bytes_sent += bytes;
+  }
+
+  /// Copies `bytes` to the tail of the ring (the caller checked the room).
+  void append(std::span<const std::byte> bytes) noexcept {
+    if (bytes.empty()) return;
+    const std::size_t capacity = config_.send_queue_bytes;
+    std::size_t tail = send_head_ + send_size_;
+    if (tail >= capacity) tail -= capacity;
+    const std::size_t first = std::min(bytes.size(), capacity - tail);
+    std::memcpy(send_ring_.get() + tail, bytes.data(), first);
+    if (first < bytes.size()) std::memcpy(send_ring_.get(), bytes.data() + first, bytes.size() - first);
+    send_size_ += bytes.size();
+  }
+
+  /// One sendmsg; `written` is 0 when the socket is full. False on error.
+  bool write(iovec* iov, int count, std::size_t& written) {
+    msghdr message{};
+    message.msg_iov = iov;
+    message.msg_iovlen = std::size_t(count);
+    for (;;) {
+      const ssize_t n = NETPASST_STREAM_SYSCALL(sendmsg)(fd_, &message, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n >= 0) return written = std::size_t(n), true;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return written = 0, true;
+      if (errno != EINTR) return fail(stream_os_error(errno)), false;
+    }
+  }
+
+  /// Parses whole frames at begin_ into batch_. A bad length stops parsing;
+  /// it is reported (in `ec`) only when no frame precedes it.
+  std::size_t parse(std::error_code& ec) noexcept {
+    const std::byte* buffer = receive_buffer_.get();
+    std::size_t n = 0, at = begin_, bytes = 0;
+    while (n < config_.max_batch_frames && end_ - at >= stream_header_size) {
+      const auto* p = reinterpret_cast<const unsigned char*>(buffer + at);
+      const std::size_t length =
+          std::size_t(p[0]) << 24 | std::size_t(p[1]) << 16 | std::size_t(p[2]) << 8 | std::size_t(p[3]);
+      if (length < min_frame_size || length > max_frame_size) {
+        if (n == 0) ec = errc::bad_frame_length;
+        break;
+      }
+      if (end_ - at - stream_header_size < length) break;
+      batch_[n++] = frame(buffer + at + stream_header_size, length);
+      at += stream_header_size + length;
+      bytes += length;
+    }
+    begin_ = at;
+    counters_.frames_received += n;
+    counters_.bytes_received += bytes;
+    return n;
+  }
+
+  stream_transport_config config_;
+  asio::posix::basic_stream_descriptor<Executor> descriptor_;
+  int fd_ = -1;
+  std::error_code error_;
+  transport_counters counters_;
+  std::unique_ptr<std::byte[]> send_ring_;
+  std::size_t send_head_ = 0, send_size_ = 0;
+  bool flush_posted_ = false, write_waiting_ = false;
+  std::unique_ptr<std::byte[]> receive_buffer_;
+  std::size_t begin_ = 0, end_ = 0;
+  std::unique_ptr<frame[]> batch_;
+};
+
+/// The async_receive state machine: try, else wait for readability; an
+/// immediate result is posted so the handler never runs inside the call.
+template <class Executor>
+struct stream_receive_op {
+  explicit stream_receive_op(std::shared_ptr<stream_state<Executor>> s) : state(std::move(s)) {}
+  std::shared_ptr<stream_state<Executor>> state;
+  std::size_t count = 0;
+  std::error_code result;
+  bool started = false, ready = false;
+
+  template <class Self> void operator()(Self& self, std::error_code ec = {}) {
+    if (ready) return self.complete(result, state->batch(count));
+    if (started && ec) return self.complete(state->error() ? state->error() : ec, frame_batch{});
+    count = state->receive_some(result);
+    if (result == errc::would_block) {
+      started = true;
+      return state->descriptor().async_wait(asio::posix::descriptor_base::wait_read, std::move(self));
+    }
+    if (!started) {
+      started = ready = true;
+      return asio::post(std::move(self));
+    }
+    self.complete(result, state->batch(count));
+  }
+};
+
+/// The async_wait_writable state machine: write the ring, done once it is
+/// at most half full, else wait for the socket to drain.
+template <class Executor>
+struct stream_writable_op {
+  explicit stream_writable_op(std::shared_ptr<stream_state<Executor>> s) : state(std::move(s)) {}
+  std::shared_ptr<stream_state<Executor>> state;
+  std::error_code result;
+  bool started = false, ready = false;
+
+  template <class Self> void operator()(Self& self, std::error_code ec = {}) {
+    if (ready) return self.complete(result);
+    if (started && ec) return self.complete(state->error() ? state->error() : ec);
+    if (!state->flush_now()) {
+      result = state->error();
+    } else if (!state->writable()) {
+      started = true;
+      return state->descriptor().async_wait(asio::posix::descriptor_base::wait_write, std::move(self));
+    }
+    if (!started) {
+      started = ready = true;
+      return asio::post(std::move(self));
+    }
+    self.complete(result);
+  }
+};
+
+} // namespace netpasst::detail
+
+namespace netpasst {
+
+template <class Executor>
+basic_stream_transport<Executor>::basic_stream_transport(const executor_type& executor, unique_fd fd,
+                                                         const stream_transport_config& config)
+    : state_(std::make_shared<detail::stream_state<Executor>>(executor, std::move(fd), config)) {}
+
+template <class Executor>
+basic_stream_transport<Executor>& basic_stream_transport<Executor>::operator=(basic_stream_transport&& other) noexcept {
+  if (this != &other) {
+    close();
+    state_ = std::move(other.state_);
+  }
+  return *this;
+}
+
+template <class Executor> basic_stream_transport<Executor>::~basic_stream_transport() { close(); }
+
+template <class Executor> auto basic_stream_transport<Executor>::get_executor() const noexcept -> executor_type {
+  return state_->executor();
+}
+
+template <class Executor>
+const stream_transport_config& basic_stream_transport<Executor>::config() const noexcept {
+  return state_->config();
+}
+
+template <class Executor> bool basic_stream_transport<Executor>::is_open() const noexcept {
+  return state_ && state_->is_open();
+}
+
+template <class Executor> int basic_stream_transport<Executor>::native_handle() const noexcept {
+  return state_ ? state_->fd() : -1;
+}
+
+template <class Executor> transport_counters basic_stream_transport<Executor>::counters() const noexcept {
+  return state_ ? state_->counters() : transport_counters{};
+}
+
+template <class Executor> std::size_t basic_stream_transport<Executor>::queued_bytes() const noexcept {
+  return state_ ? state_->queued() : 0;
+}
+
+template <class Executor> bool basic_stream_transport<Executor>::try_send(frame f, std::error_code& ec) {
+  return state_->try_send(f, ec);
+}
+
+template <class Executor>
+std::size_t basic_stream_transport<Executor>::try_send(std::span<const frame> frames, std::error_code& ec) {
+  ec.clear();
+  std::size_t n = 0;
+  while (n < frames.size() && state_->try_send(frames[n], ec)) ++n;
+  return n;
+}
+
+template <class Executor> std::size_t basic_stream_transport<Executor>::flush(std::error_code& ec) {
+  ec.clear();
+  state_->flush_and_arm();
+  if (!state_->is_open()) ec = state_->error();
+  return state_->queued();
+}
+
+template <class Executor> void basic_stream_transport<Executor>::send(frame f, std::error_code& ec) {
+  while (!state_->try_send(f, ec)) {
+    if (ec != errc::would_block) return;
+    if (!state_->flush_now()) return void(ec = state_->error());
+    if (!state_->writable() && (ec = detail::stream_poll(state_->fd(), POLLOUT))) return;
+  }
+  for (;;) {
+    if (!state_->flush_now()) return void(ec = state_->error());
+    if (state_->queued() == 0) return void(ec.clear());
+    if ((ec = detail::stream_poll(state_->fd(), POLLOUT))) return;
+  }
+}
+
+template <class Executor> void basic_stream_transport<Executor>::send(frame f) {
+  std::error_code ec;
+  send(f, ec);
+  if (ec) throw std::system_error(ec, "netpasst: stream_transport::send");
+}
+
+template <class Executor> frame_batch basic_stream_transport<Executor>::receive(std::error_code& ec) {
+  for (;;) {
+    if (std::size_t n = state_->receive_some(ec)) return state_->batch(n);
+    if (ec != errc::would_block) return {};
+    if ((ec = detail::stream_poll(state_->fd(), POLLIN))) return {};
+  }
+}
+
+template <class Executor> frame_batch basic_stream_transport<Executor>::receive() {
+  std::error_code ec;
+  frame_batch batch = receive(ec);
+  if (ec) throw std::system_error(ec, "netpasst: stream_transport::receive");
+  return batch;
+}
+
+template <class Executor>
+template <asio::completion_token_for<void(std::error_code)> Token>
+auto basic_stream_transport<Executor>::async_wait_writable(Token&& token) {
+  return asio::async_compose<Token, void(std::error_code)>(detail::stream_writable_op<Executor>(state_), token,
+                                                           state_->descriptor());
+}
+
+template <class Executor>
+template <asio::completion_token_for<void(std::error_code, frame_batch)> Token>
+auto basic_stream_transport<Executor>::async_receive(Token&& token) {
+  return asio::async_compose<Token, void(std::error_code, frame_batch)>(detail::stream_receive_op<Executor>(state_),
+                                                                        token, state_->descriptor());
+}
+
+template <class Executor> void basic_stream_transport<Executor>::cancel() {
+  if (state_) state_->cancel();
+}
+
+template <class Executor> void basic_stream_transport<Executor>::close() noexcept {
+  if (state_) state_->fail(errc::transport_closed);
+}
+
+} // namespace netpasst

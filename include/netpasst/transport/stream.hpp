@@ -1,0 +1,222 @@
+#pragma once
+/// @file transport/stream.hpp
+/// `netpasst::basic_stream_transport`: the FrameTransport for passt's stream
+/// protocol (QEMU's `-netdev stream`): each frame is a 4-byte big-endian
+/// length, then the raw Ethernet frame, with no virtio-net header.
+///
+/// Built for throughput (see REFERENCE.md section 6):
+/// - Sending copies each frame behind its length header into one send ring
+///   and writes the ring with one `sendmsg` for many frames. A frame of at
+///   least `direct_write_bytes` that finds the ring empty is written straight
+///   from the caller's memory (header and frame in one `sendmsg`, no copy).
+/// - Receiving reads up to the whole receive buffer per `recv` and parses the
+///   frames in place into a preallocated array of views: the `frame_batch`.
+/// - Asio is used only to wait for readiness (`async_wait`); all I/O is done
+///   with non-blocking system calls by the transport itself.
+/// - No heap allocation after construction, and no system call per frame.
+///
+/// When bytes reach the socket: a frame accepted by `try_send` is written
+/// (a) at once when it is a large frame that found the ring empty, (b) at once
+/// when the ring then holds `flush_threshold_bytes` or more, (c) otherwise by
+/// a handler posted to the executor by the first `try_send` after the ring
+/// was empty, i.e. as soon as the caller returns to the event loop, and (d)
+/// whenever `flush`, `send` or `async_wait_writable` is called. Bytes the
+/// socket does not take are written when it becomes writable again, as long
+/// as the executor runs.
+///
+/// Thread safety: like an Asio socket. Distinct objects: safe. One object:
+/// unsafe; calls and completion handlers must not run concurrently (use one
+/// thread or a strand). At most one `async_receive`/`receive` and one
+/// `async_wait_writable` may be outstanding at a time.
+
+#include <netpasst/error.hpp>
+#include <netpasst/frame.hpp>
+#include <netpasst/unique_fd.hpp>
+
+#include <asio/any_io_executor.hpp>
+#include <asio/async_result.hpp>
+#include <asio/execution_context.hpp>
+#include <asio/posix/basic_stream_descriptor.hpp>
+
+#include <cstddef>
+#include <memory>
+#include <span>
+#include <system_error>
+#include <type_traits>
+
+namespace netpasst {
+
+/// Sizes of a stream transport's buffers. Every field has a sensible default.
+struct stream_transport_config {
+  /// Capacity of the send ring, in bytes (4 per frame for the header plus the
+  /// frame). `try_send` refuses a frame with `errc::would_block` when it does
+  /// not fit. Raised to at least 2 x (4 + 65535) so that a writable transport
+  /// always takes one frame of any size.
+  std::size_t send_queue_bytes = std::size_t{1} << 20;
+  /// Size of the receive buffer, i.e. the most one `recv` reads.
+  /// 256 KiB to 1 MiB reads many frames per system call. Raised to at
+  /// least 2 x (4 + 65535).
+  std::size_t receive_buffer_bytes = std::size_t{512} << 10;
+  /// SO_SNDBUF and SO_RCVBUF set on the socket (SO_*BUFFORCE is tried first,
+  /// which needs CAP_NET_ADMIN; otherwise the kernel caps it at
+  /// net.core.[wr]mem_max). 0 leaves the socket's buffers alone.
+  std::size_t socket_buffer_bytes = std::size_t{4} << 20;
+  /// The most frames one receive hands out; further frames already read wait
+  /// in the buffer for the next receive (no system call needed for them).
+  std::size_t max_batch_frames = 4096;
+  /// `try_send` writes the ring at once when it holds this many bytes
+  /// (lowered to half the send ring if larger).
+  std::size_t flush_threshold_bytes = std::size_t{256} << 10;
+  /// Frames at least this long are written without copying when the ring is
+  /// empty. 0 disables direct writes.
+  std::size_t direct_write_bytes = std::size_t{32} << 10;
+};
+
+namespace detail {
+template <class Executor> class stream_state;
+}
+
+/// A FrameTransport over a connected AF_UNIX SOCK_STREAM socket, the other
+/// end of which is passt's `--fd 3` (or QEMU-compatible peer).
+///
+/// Errors, reported through `std::error_code`:
+/// - `errc::frame_too_short` / `errc::frame_too_long`: `try_send` refused a
+///   frame outside 14..65535 bytes. Nothing is written, the frame is counted
+///   in `counters().frames_refused`, and the transport stays usable.
+/// - `errc::would_block`: the send ring is full; `async_wait_writable`.
+/// - `errc::bad_frame_length`: the peer sent a length outside 14..65535.
+///   Frames before it are still delivered, then the transport closes its
+///   socket: the stream cannot be trusted past that point.
+/// - `errc::connection_closed`: the peer closed the connection (EOF,
+///   ECONNRESET or EPIPE). Whole frames received before are still delivered.
+/// - `errc::transport_closed`: `close()` was called (or the transport was
+///   destroyed, for operations still pending then).
+/// - `asio::error::operation_aborted`: `cancel()` was called; the transport
+///   stays open.
+/// - Any other OS error, in `std::system_category()`; it closes the socket.
+/// After a connection error every operation reports that same error, and
+/// `is_open()` is false. Unsent frames are dropped when the transport closes.
+template <class Executor = asio::any_io_executor>
+class basic_stream_transport {
+public:
+  /// The executor completions run on (unless the token says otherwise).
+  using executor_type = Executor;
+
+  /// This transport type with another executor type.
+  template <class OtherExecutor> struct rebind_executor {
+    using other = basic_stream_transport<OtherExecutor>;
+  };
+
+  /// Takes ownership of `fd`, a connected AF_UNIX SOCK_STREAM socket; sets it
+  /// non-blocking and sizes its socket buffers per `config`. Allocates the
+  /// send ring, receive buffer and frame array (the only allocations).
+  /// @throws std::system_error if `fd` is empty, not a stream socket, or an
+  ///         fcntl/setsockopt call fails (then `fd` is closed).
+  basic_stream_transport(const executor_type& executor, unique_fd fd,
+                         const stream_transport_config& config = {});
+
+  /// As above, with the execution context's executor.
+  template <class ExecutionContext>
+    requires std::is_convertible_v<ExecutionContext&, asio::execution_context&>
+  basic_stream_transport(ExecutionContext& context, unique_fd fd,
+                         const stream_transport_config& config = {})
+      : basic_stream_transport(executor_type(context.get_executor()), std::move(fd), config) {}
+
+  /// Moves the connection; `other` is left closed (only destruction or
+  /// assignment are valid on it). Pending operations stay with the connection.
+  basic_stream_transport(basic_stream_transport&& other) noexcept = default;
+  /// Closes this transport (as `close()`), then takes `other`'s connection.
+  basic_stream_transport& operator=(basic_stream_transport&& other) noexcept;
+
+  /// Closes the socket, as `close()`.
+  ~basic_stream_transport();
+
+  /// The executor given at construction.
+  executor_type get_executor() const noexcept;
+
+  /// The configuration in effect (after minimums were applied).
+  const stream_transport_config& config() const noexcept;
+
+  /// True until `close()`, a connection error or a bad peer length.
+  bool is_open() const noexcept;
+
+  /// The socket, still owned by the transport; -1 once closed.
+  int native_handle() const noexcept;
+
+  /// Frames and bytes moved so far (see frame.hpp).
+  transport_counters counters() const noexcept;
+
+  /// Bytes (headers included) accepted but not yet written to the socket.
+  std::size_t queued_bytes() const noexcept;
+
+  /// Queues one frame and never blocks. Returns true when the frame was taken
+  /// (it will be sent in order; see the file comment for when). Returns false
+  /// with `ec` set to `errc::frame_too_short`/`frame_too_long` (counted,
+  /// never sent), `errc::would_block` (ring full), or the error that closed
+  /// the transport. The frame's memory is not used after the call returns.
+  bool try_send(frame f, std::error_code& ec);
+
+  /// Queues the longest prefix of `frames` that can be taken and returns its
+  /// length. When fewer than `frames.size()` were taken, `ec` says why
+  /// `frames[result]` was not (as for the single-frame form); a refused size
+  /// stops the prefix so the caller knows which frame it was.
+  std::size_t try_send(std::span<const frame> frames, std::error_code& ec);
+
+  /// Writes as much of the send ring as the socket takes now, without
+  /// blocking, and returns the bytes still queued (they are written when the
+  /// socket becomes writable while the executor runs). Sets `ec` only for a
+  /// connection error.
+  std::size_t flush(std::error_code& ec);
+
+  /// Sends one frame, blocking (with poll(2), no io_context needed) until
+  /// the ring has room and then until every queued byte is written.
+  /// Errors as `try_send`, never `errc::would_block`.
+  void send(frame f, std::error_code& ec);
+  /// Throwing form of `send`. @throws std::system_error
+  void send(frame f);
+
+  /// Receives at least one frame, blocking (with poll(2), no io_context
+  /// needed) until one arrives. The views point into the transport's receive
+  /// buffer and stay valid until the next receive or the transport's
+  /// destruction. On error returns an empty batch with `ec` set.
+  frame_batch receive(std::error_code& ec);
+  /// Throwing form of `receive`. @throws std::system_error
+  frame_batch receive();
+
+  /// Waits until `try_send` would take a frame of any size again, i.e. until
+  /// at most half of the send ring is queued, writing the ring as the socket
+  /// allows. Completes at once if that is already so.
+  /// Completion signature: `void(std::error_code)`; errors are connection
+  /// errors, `errc::transport_closed` or `asio::error::operation_aborted`.
+  template <asio::completion_token_for<void(std::error_code)> Token =
+                asio::default_completion_token_t<executor_type>>
+  auto async_wait_writable(Token&& token = asio::default_completion_token_t<executor_type>{});
+
+  /// Receives at least one frame. Completion signature
+  /// `void(std::error_code, frame_batch)`: on success the batch holds 1 to
+  /// `max_batch_frames` whole frames (views valid until the next receive);
+  /// on error it is empty. Never completes inside this call.
+  template <asio::completion_token_for<void(std::error_code, frame_batch)> Token =
+                asio::default_completion_token_t<executor_type>>
+  auto async_receive(Token&& token = asio::default_completion_token_t<executor_type>{});
+
+  /// Makes pending `async_receive`/`async_wait_writable` complete with
+  /// `asio::error::operation_aborted`. The transport stays open and queued
+  /// frames are still sent.
+  void cancel();
+
+  /// Closes the socket and drops unsent frames. Pending operations complete
+  /// with `errc::transport_closed`; so does every later operation.
+  /// Idempotent, never throws.
+  void close() noexcept;
+
+private:
+  std::shared_ptr<detail::stream_state<Executor>> state_;
+};
+
+/// The stream transport on `asio::any_io_executor`.
+using stream_transport = basic_stream_transport<>;
+
+} // namespace netpasst
+
+#include <netpasst/transport/impl/stream.hpp>

@@ -1,0 +1,669 @@
+// Unit tests of netpasst/transport/stream.hpp against a raw socketpair end as
+// the peer (passt's side of the wire).
+
+// Test seam (see impl/stream.hpp): count the transport's sendmsg/recv calls.
+// Declared generically so that the header under test is still included first.
+namespace seam {
+template <class... A> long sendmsg(A... a);
+template <class... A> long recv(A... a);
+} // namespace seam
+#define NETPASST_STREAM_SYSCALL(name) seam::name
+#include <netpasst/transport/stream.hpp>
+
+#include <netpasst/concepts.hpp>
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/io_context.hpp>
+#include <asio/system_executor.hpp>
+#include <asio/use_awaitable.hpp>
+#include <asio/use_future.hpp>
+#include <catch2/catch.hpp>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <future>
+#include <thread>
+#include <vector>
+
+namespace seam {
+std::atomic<long> sendmsg_calls{0}, recv_calls{0};
+template <class... A> long sendmsg(A... a) {
+  ++sendmsg_calls;
+  return ::sendmsg(a...);
+}
+template <class... A> long recv(A... a) {
+  ++recv_calls;
+  return ::recv(a...);
+}
+} // namespace seam
+
+using namespace std::chrono_literals;
+using netpasst::errc;
+using netpasst::frame;
+using netpasst::frame_batch;
+using netpasst::stream_transport;
+using netpasst::unique_fd;
+using bytes = std::vector<std::byte>;
+
+// Both ways: the transport models FrameTransport; look-alikes missing a piece do not.
+static_assert(netpasst::FrameTransport<stream_transport>);
+static_assert(netpasst::FrameTransport<netpasst::basic_stream_transport<asio::io_context::executor_type>>);
+static_assert(!netpasst::FrameTransport<int>);
+struct no_receive {
+  using executor_type = asio::any_io_executor;
+  executor_type get_executor();
+  bool try_send(frame, std::error_code&);
+  std::size_t try_send(std::span<const frame>, std::error_code&);
+  template <class T> void async_wait_writable(T&&);
+  bool is_open() const;
+  void close();
+  netpasst::transport_counters counters() const;
+};
+static_assert(!netpasst::FrameTransport<no_receive>);
+static_assert(!std::is_copy_constructible_v<stream_transport>);
+static_assert(std::is_nothrow_move_constructible_v<stream_transport>);
+
+namespace {
+
+std::pair<unique_fd, unique_fd> socket_pair() {
+  int fds[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
+  return {unique_fd(fds[0]), unique_fd(fds[1])};
+}
+
+bytes make_frame(std::size_t size, unsigned seed) {
+  bytes f(size);
+  for (std::size_t i = 0; i < size; ++i) f[i] = std::byte((i * 7 + seed * 31 + (i >> 8)) & 0xff);
+  if (size >= 4) std::memcpy(f.data(), &seed, 4); // frames carry their sequence number
+  return f;
+}
+
+void append_record(bytes& out, std::span<const std::byte> f, std::uint32_t length) {
+  const std::byte header[4] = {std::byte(length >> 24), std::byte(length >> 16), std::byte(length >> 8),
+                               std::byte(length)};
+  out.insert(out.end(), header, header + 4);
+  out.insert(out.end(), f.begin(), f.end());
+}
+void append_record(bytes& out, std::span<const std::byte> f) { append_record(out, f, std::uint32_t(f.size())); }
+
+void write_all(int fd, std::span<const std::byte> data) {
+  while (!data.empty()) {
+    ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+    REQUIRE(n > 0);
+    data = data.subspan(std::size_t(n));
+  }
+}
+
+// Reads framed records from the raw peer until `count` frames arrived (10 s deadline).
+std::vector<bytes> read_frames(int fd, std::size_t count) {
+  std::vector<bytes> frames;
+  bytes pending;
+  std::byte chunk[65536];
+  while (frames.size() < count) {
+    pollfd p{fd, POLLIN, 0};
+    REQUIRE(::poll(&p, 1, 10000) == 1);
+    ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
+    REQUIRE(n > 0);
+    pending.insert(pending.end(), chunk, chunk + n);
+    std::size_t at = 0;
+    while (pending.size() - at >= 4) {
+      const auto* h = reinterpret_cast<const unsigned char*>(pending.data() + at);
+      std::size_t length = std::size_t(h[0]) << 24 | h[1] << 16 | h[2] << 8 | h[3];
+      if (pending.size() - at - 4 < length) break;
+      frames.emplace_back(pending.begin() + long(at + 4), pending.begin() + long(at + 4 + length));
+      at += 4 + length;
+    }
+    pending.erase(pending.begin(), pending.begin() + long(at));
+  }
+  REQUIRE(pending.empty());
+  return frames;
+}
+
+bool peer_has_data(int fd) {
+  std::byte b;
+  return ::recv(fd, &b, 1, MSG_DONTWAIT | MSG_PEEK) > 0;
+}
+
+std::size_t open_fds() {
+  std::size_t n = 0;
+  DIR* d = ::opendir("/proc/self/fd");
+  while (::readdir(d)) ++n;
+  ::closedir(d);
+  return n;
+}
+
+// Keeps an async_receive loop going and copies every frame out.
+struct collector {
+  explicit collector(stream_transport& transport) : t(transport) {}
+  stream_transport& t;
+  std::vector<bytes> frames;
+  std::error_code error;
+  std::size_t batches = 0;
+  void start() {
+    t.async_receive([this](std::error_code ec, frame_batch batch) {
+      if (ec) return void(error = ec);
+      ++batches;
+      for (frame f : batch) frames.emplace_back(f.begin(), f.end());
+      start();
+    });
+  }
+};
+
+// Runs `ctx` until `done()` (10 s deadline as a hang guard).
+template <class Done> void run_until(asio::io_context& ctx, Done done) {
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  ctx.restart();
+  while (!done() && std::chrono::steady_clock::now() < deadline) {
+    ctx.run_one_for(100ms);
+    ctx.restart();
+  }
+  REQUIRE(done());
+}
+
+} // namespace
+
+TEST_CASE("frames of 14, 60, 1514 and 65535 bytes round-trip through the raw peer") {
+  asio::io_context ctx;
+  auto [ours, theirs] = socket_pair();
+  stream_transport t(ctx, std::move(ours));
+  const std::size_t sizes[] = {14, 60, 1514, 65535};
+
+  std::error_code ec;
+  for (unsigned i = 0; i < 4; ++i) REQUIRE(t.try_send(make_frame(sizes[i], i), ec));
+  CHECK_FALSE(ec);
+  ctx.run_for(5s); // the posted flush writes all four
+  CHECK(t.queued_bytes() == 0);
+  auto got = read_frames(theirs.get(), 4);
+  for (unsigned i = 0; i < 4; ++i) CHECK(got[i] == make_frame(sizes[i], i));
+  CHECK(t.counters().frames_sent == 4);
+  CHECK(t.counters().bytes_sent == 14 + 60 + 1514 + 65535);
+
+  bytes wire;
+  for (unsigned i = 0; i < 4; ++i) append_record(wire, make_frame(sizes[i], 10 + i));
+  write_all(theirs.get(), wire);
+  collector c(t);
+  c.start();
+  run_until(ctx, [&] { return c.frames.size() == 4; });
+  for (unsigned i = 0; i < 4; ++i) CHECK(c.frames[i] == make_frame(sizes[i], 10 + i));
+  CHECK(t.counters().frames_received == 4);
+  CHECK(t.counters().bytes_received == 14 + 60 + 1514 + 65535);
+  CHECK_FALSE(c.error);
+}
+
+TEST_CASE("frames split by the peer at every byte position are reassembled") {
+  asio::io_context ctx;
+  auto [ours, theirs] = socket_pair();
+  stream_transport t(ctx, std::move(ours));
+  collector c(t);
+  c.start();
+
+  auto check_splits = [&](const std::vector<bytes>& frames) {
+    bytes wire;
+    for (auto& f : frames) append_record(wire, f);
+    for (std::size_t split = 1; split < wire.size(); ++split) {
+      c.frames.clear();
+      write_all(theirs.get(), std::span(wire).first(split));
+      ctx.restart();
+      ctx.poll(); // the transport reads the first part before the second is written
+      write_all(theirs.get(), std::span(wire).subspan(split));
+      run_until(ctx, [&] { return c.frames.size() == frames.size(); });
+      REQUIRE(c.frames == frames);
+    }
+  };
+  SECTION("one frame per write") { check_splits({make_frame(1514, 1)}); }
+  SECTION("several frames per write, headers split too") {
+    check_splits({make_frame(14, 1), make_frame(60, 2), make_frame(100, 3), make_frame(14, 4)});
+  }
+  SECTION("a header split over three writes") {
+    bytes wire;
+    append_record(wire, make_frame(60, 5));
+    for (std::size_t cut : {1, 2, 3}) {
+      c.frames.clear();
+      write_all(theirs.get(), std::span(wire).first(cut));
+      ctx.restart();
+      ctx.poll();
+      write_all(theirs.get(), std::span(wire).subspan(cut, 4 - cut));
+      ctx.restart();
+      ctx.poll();
+      CHECK(c.frames.empty());
+      write_all(theirs.get(), std::span(wire).subspan(4));
+      run_until(ctx, [&] { return c.frames.size() == 1; });
+      CHECK(c.frames[0] == make_frame(60, 5));
+    }
+  }
+  CHECK_FALSE(c.error);
+}
+
+TEST_CASE("frames outside 14..65535 bytes are refused, counted and never written") {
+  asio::io_context ctx;
+  auto [ours, theirs] = socket_pair();
+  stream_transport t(ctx, std::move(ours));
+  std::error_code ec;
+  CHECK_FALSE(t.try_send(frame{}, ec));
+  CHECK(ec == errc::frame_too_short);
+  CHECK(ec == netpasst::condition::frame_refused);
+  CHECK_FALSE(t.try_send(make_frame(13, 0), ec));
+  CHECK(ec == errc::frame_too_short);
+  CHECK_FALSE(t.try_send(make_frame(65536, 0), ec));
+  CHECK(ec == errc::frame_too_long);
+  CHECK_THROWS_AS(t.send(make_frame(13, 0)), std::system_error);
+  CHECK(t.counters().frames_refused == 4);
+  CHECK(t.counters().frames_sent == 0);
+  t.flush(ec);
+  ctx.run_for(100ms);
+  CHECK_FALSE(peer_has_data(theirs.get()));
+
+  // A refused frame stops the prefix of the span form, which says which one.
+  const bytes good = make_frame(60, 1), bad = make_frame(13, 2);
+  const frame frames[] = {good, good, bad, good};
+  CHECK(t.try_send(frames, ec) == 2);
+  CHECK(ec == errc::frame_too_short);
+  CHECK(t.counters().frames_refused == 5);
+
+  // Still usable.
+  CHECK(t.is_open());
+  t.send(good);
+  auto got = read_frames(theirs.get(), 3);
+  CHECK(got == std::vector<bytes>(3, good));
+}
+
+TEST_CASE("a peer length outside 14..65535 ends the connection with bad_frame_length") {
+  const std::uint32_t length = GENERATE(0u, 13u, 65536u, 0xffffffffu);
+  asio::io_context ctx;
+  auto [ours, theirs] = socket_pair();
+  stream_transport t(ctx, std::move(ours));
+  bytes wire;
+  append_record(wire, make_frame(60, 1)); // frames before the bad header are still delivered
+  append_record(wire, make_frame(14, 2), length);
+  write_all(theirs.get(), wire);
+  collector c(t);
+  c.start();
+  run_until(ctx, [&] { return bool(c.error); });
+  CHECK(c.error == errc::bad_frame_length);
+  CHECK(c.error == netpasst::condition::connection_lost);
+  REQUIRE(c.frames.size() == 1);
+  CHECK(c.frames[0] == make_frame(60, 1));
+  CHECK_FALSE(t.is_open());
+  CHECK(t.native_handle() == -1);
+  std::error_code ec;
+  CHECK_FALSE(t.try_send(make_frame(60, 3), ec));
+  CHECK(ec == errc::bad_frame_length);
+  CHECK(t.receive(ec).empty());
+  CHECK(ec == errc::bad_frame_length);
+  std::byte b; // the transport closed its end: the peer sees EOF
+  CHECK(::recv(theirs.get(), &b, 1, 0) == 0);
+}
+
+TEST_CASE("peer EOF ends receives with connection_closed after the whole frames") {
+  asio::io_context ctx;
+  auto [ours, theirs] = socket_pair();
+  stream_transport t(ctx, std::move(ours));
+  bytes wire;
+  append_record(wire, make_frame(60, 1));
+  append_record(wire, make_frame(60, 2));
+  wire.resize(wire.size() - 10); // the second record is cut short
+  write_all(theirs.get(), wire);
+  theirs.reset();
+  std::error_code ec;
+  frame_batch batch = t.receive(ec);
+  REQUIRE(batch.size() == 1);
+  CHECK(bytes(batch[0].begin(), batch[0].end()) == make_frame(60, 1));
+  CHECK(t.receive(ec).empty());
+  CHECK(ec == errc::connection_closed);
+  CHECK_FALSE(t.is_open());
+  CHECK_THROWS_AS(t.receive(), std::system_error);
+  CHECK_FALSE(t.try_send(make_frame(60, 1), ec));
+  CHECK(ec == errc::connection_closed);
+}
+
+TEST_CASE("sending to a closed peer reports connection_closed, without SIGPIPE") {
+  asio::io_context ctx;
+  auto [ours, theirs] = socket_pair();
+  stream_transport t(ctx, std::move(ours));
+  theirs.reset();
+  std::error_code ec;
+  t.send(make_frame(60, 1), ec);
+  CHECK(ec == errc::connection_closed);
+  CHECK_FALSE(t.is_open());
+}
+
+TEST_CASE("backpressure: would_block when full, writable again once the peer drains, nothing lost") {
+  asio::io_context ctx;
+  auto [ours, theirs] = socket_pair();
+  netpasst::stream_transport_config config;
+  config.send_queue_bytes = 256 << 10;
+  config.socket_buffer_bytes = 64 << 10;
+  stream_transport t(ctx, std::move(ours), config);
+  const std::size_t total = 3000, size = 1514;
+
+  // Fill the socket and then the ring (the posted flush runs in poll()).
+  std::size_t next = 0;
+  std::error_code ec;
+  while (next < total && t.try_send(make_frame(size, unsigned(next)), ec))
+    if (++next % 16 == 0) ctx.poll();
+  REQUIRE(ec == errc::would_block);
+  REQUIRE(next < total);
+  CHECK(t.queued_bytes() > config.send_queue_bytes / 2);
+
+  bool writable = false;
+  t.async_wait_writable([&](std::error_code e) {
+    REQUIRE_FALSE(e);
+    writable = true;
+  });
+  ctx.poll();
+  ctx.poll();
+  CHECK_FALSE(writable); // the peer reads nothing yet
+
+  std::vector<bytes> got;
+  bytes pending;
+  std::vector<std::byte> chunk(64 << 10);
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (got.size() < total && std::chrono::steady_clock::now() < deadline) {
+    ssize_t n = ::recv(theirs.get(), chunk.data(), chunk.size(), MSG_DONTWAIT);
+    if (n > 0) pending.insert(pending.end(), chunk.begin(), chunk.begin() + n);
+    std::size_t at = 0;
+    while (pending.size() - at >= 4) {
+      const auto* h = reinterpret_cast<const unsigned char*>(pending.data() + at);
+      std::size_t length = std::size_t(h[0]) << 24 | h[1] << 16 | h[2] << 8 | h[3];
+      if (pending.size() - at - 4 < length) break;
+      got.emplace_back(pending.begin() + long(at + 4), pending.begin() + long(at + 4 + length));
+      at += 4 + length;
+    }
+    pending.erase(pending.begin(), pending.begin() + long(at));
+    ctx.restart();
+    ctx.poll();
+    if (writable && next < total) {
+      writable = false;
+      while (next < total && t.try_send(make_frame(size, unsigned(next)), ec)) ++next;
+      if (next < total) {
+        REQUIRE(ec == errc::would_block);
+        t.async_wait_writable([&](std::error_code e) {
+          REQUIRE_FALSE(e);
+          writable = true;
+        });
+      }
+    }
+  }
+  REQUIRE(got.size() == total);
+  for (std::size_t i = 0; i < total; ++i) REQUIRE(got[i] == make_frame(size, unsigned(i)));
+  CHECK(t.counters().frames_sent == total);
+}
+
+TEST_CASE("many frames go out per sendmsg and come in per recv") {
+  asio::io_context ctx;
+  auto [ours, theirs] = socket_pair();
+  stream_transport t(ctx, std::move(ours));
+  const bytes f = make_frame(60, 1);
+  std::error_code ec;
+  const long sends_before = seam::sendmsg_calls;
+  for (int i = 0; i < 1000; ++i) REQUIRE(t.try_send(f, ec));
+  CHECK(seam::sendmsg_calls == sends_before); // nothing written yet: one flush is posted
+  ctx.run_for(1s);
+  CHECK(seam::sendmsg_calls - sends_before == 1);
+  CHECK(read_frames(theirs.get(), 1000).size() == 1000);
+
+  bytes wire;
+  for (int i = 0; i < 1000; ++i) append_record(wire, f);
+  write_all(theirs.get(), wire);
+  const long recvs_before = seam::recv_calls;
+  collector c(t);
+  c.start();
+  run_until(ctx, [&] { return c.frames.size() == 1000; });
+  CHECK(c.batches == 1);
+  CHECK(seam::recv_calls - recvs_before <= 2); // one read, maybe one EAGAIN when re-armed
+
+  SECTION("the queue is written at once when it passes the flush threshold") {
+    const long before = seam::sendmsg_calls;
+    const bytes big = make_frame(1514, 2);
+    std::size_t n = 0;
+    while (seam::sendmsg_calls == before) {
+      REQUIRE(t.try_send(big, ec));
+      ++n;
+    }
+    CHECK(n * (4 + 1514) >= t.config().flush_threshold_bytes);
+    CHECK(n * (4 + 1514) < t.config().flush_threshold_bytes + 4 + 1514);
+  }
+}
+
+TEST_CASE("close() and cancel() complete pending operations") {
+  asio::io_context ctx;
+  auto [ours, theirs] = socket_pair();
+  netpasst::stream_transport_config config;
+  config.send_queue_bytes = 256 << 10;
+  config.socket_buffer_bytes = 64 << 10;
+  stream_transport t(ctx, std::move(ours), config);
+  std::error_code ec;
+  for (int i = 1; t.try_send(make_frame(1514, 0), ec); ++i)
+    if (i % 16 == 0) ctx.poll();
+  REQUIRE(ec == errc::would_block);
+
+  std::error_code receive_error, writable_error;
+  int completions = 0;
+  auto start = [&] {
+    t.async_receive([&](std::error_code e, frame_batch b) {
+      receive_error = e;
+      CHECK(b.empty());
+      ++completions;
+    });
+    t.async_wait_writable([&](std::error_code e) {
+      writable_error = e;
+      ++completions;
+    });
+  };
+  start();
+  ctx.poll();
+  CHECK(completions == 0);
+
+  SECTION("cancel: operation_aborted, the transport stays open") {
+    t.cancel();
+    run_until(ctx, [&] { return completions == 2; });
+    CHECK(receive_error == asio::error::operation_aborted);
+    CHECK(writable_error == asio::error::operation_aborted);
+    CHECK(t.is_open());
+    bytes wire;
+    append_record(wire, make_frame(14, 9));
+    write_all(theirs.get(), wire);
+    CHECK(t.receive().size() == 1);
+  }
+  SECTION("close: transport_closed, and for every later operation") {
+    t.close();
+    run_until(ctx, [&] { return completions == 2; });
+    CHECK(receive_error == errc::transport_closed);
+    CHECK(writable_error == errc::transport_closed);
+    CHECK_FALSE(t.is_open());
+    CHECK(t.queued_bytes() == 0);
+    start();
+    run_until(ctx, [&] { return completions == 4; });
+    CHECK(receive_error == errc::transport_closed);
+    CHECK(writable_error == errc::transport_closed);
+    CHECK_FALSE(t.try_send(make_frame(60, 0), ec));
+    CHECK(ec == errc::transport_closed);
+    t.close(); // idempotent
+  }
+  SECTION("destruction: pending handlers still run, with transport_closed") {
+    { stream_transport gone = std::move(t); }
+    run_until(ctx, [&] { return completions == 2; });
+    CHECK(receive_error == errc::transport_closed);
+    CHECK(writable_error == errc::transport_closed);
+  }
+}
+
+TEST_CASE("async_receive works with callbacks, use_future and use_awaitable") {
+  asio::io_context ctx;
+  auto [ours, theirs] = socket_pair();
+  stream_transport t(ctx, std::move(ours));
+  bytes wire;
+  for (unsigned i = 0; i < 3; ++i) append_record(wire, make_frame(100, i));
+
+  SECTION("use_future") {
+    std::future<frame_batch> future = t.async_receive(asio::use_future);
+    std::thread runner([&] { ctx.run_for(10s); });
+    write_all(theirs.get(), wire);
+    REQUIRE(future.wait_for(10s) == std::future_status::ready);
+    frame_batch batch = future.get();
+    CHECK(batch.size() == 3);
+    CHECK(bytes(batch[2].begin(), batch[2].end()) == make_frame(100, 2));
+    theirs.reset();
+    auto failed = t.async_receive(asio::use_future);
+    REQUIRE(failed.wait_for(10s) == std::future_status::ready);
+    try {
+      failed.get();
+      FAIL("no exception");
+    } catch (const std::system_error& e) {
+      CHECK(e.code() == errc::connection_closed);
+    }
+    ctx.stop();
+    runner.join();
+  }
+#if defined(ASIO_HAS_CO_AWAIT)
+  SECTION("use_awaitable") {
+    std::vector<bytes> got;
+    std::error_code error;
+    asio::co_spawn(
+        ctx,
+        [&]() -> asio::awaitable<void> {
+          try {
+            for (;;)
+              for (frame f : co_await t.async_receive(asio::use_awaitable)) got.emplace_back(f.begin(), f.end());
+          } catch (const std::system_error& e) {
+            error = e.code();
+          }
+        },
+        asio::detached);
+    write_all(theirs.get(), wire);
+    run_until(ctx, [&] { return got.size() == 3; });
+    theirs.reset();
+    run_until(ctx, [&] { return bool(error); });
+    CHECK(got[1] == make_frame(100, 1));
+    CHECK(error == errc::connection_closed);
+  }
+#endif
+  SECTION("callback, never invoked inside the initiating call") {
+    write_all(theirs.get(), wire);
+    bool done = false;
+    t.async_receive([&](std::error_code ec, frame_batch b) {
+      CHECK_FALSE(ec);
+      CHECK(b.size() == 3);
+      done = true;
+    });
+    CHECK_FALSE(done); // data was ready, yet completion is posted
+    run_until(ctx, [&] { return done; });
+  }
+}
+
+TEST_CASE("the transport owns its fd: closed on destruction, nothing leaks") {
+  const std::size_t before = open_fds();
+  {
+    asio::io_context ctx;
+    for (int i = 0; i < 20; ++i) {
+      auto [ours, theirs] = socket_pair();
+      const int fd = ours.get();
+      {
+        stream_transport t(ctx, std::move(ours));
+        CHECK(t.native_handle() == fd);
+        CHECK((::fcntl(fd, F_GETFL) & O_NONBLOCK) != 0);
+        CHECK(::fcntl(fd, F_GETFD) & FD_CLOEXEC);
+        std::error_code ec;
+        t.try_send(make_frame(60, 0), ec);
+        t.async_receive([](std::error_code, frame_batch) {});
+      }
+      CHECK(::fcntl(fd, F_GETFD) == -1);
+      std::byte b;
+      CHECK(::recv(theirs.get(), &b, 1, MSG_DONTWAIT) >= 0); // data then EOF, never EAGAIN
+    }
+    ctx.run_for(1s);
+  }
+  CHECK(open_fds() == before);
+
+  // A bad fd is refused, and the fd given is closed.
+  {
+    asio::io_context ctx;
+    CHECK_THROWS_AS(stream_transport(ctx, unique_fd()), std::system_error);
+    int dgram[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, dgram) == 0);
+    ::close(dgram[1]);
+    CHECK_THROWS_AS(stream_transport(ctx, unique_fd(dgram[0])), std::system_error);
+    CHECK(::fcntl(dgram[0], F_GETFD) == -1);
+  }
+  CHECK(open_fds() == before);
+}
+
+TEST_CASE("blocking send and receive work without a running io_context, and a transport moves") {
+  asio::io_context ctx;
+  auto [a_fd, b_fd] = socket_pair();
+  stream_transport a(ctx, std::move(a_fd));
+  stream_transport b(ctx.get_executor(), std::move(b_fd));
+  const bytes big = make_frame(65535, 7);
+  std::thread sender([&] {
+    for (int i = 0; i < 100; ++i) a.send(big); // more than the socket holds: send waits
+  });
+  std::size_t received = 0;
+  while (received < 100) {
+    for (frame f : b.receive()) {
+      CHECK(f.size() == big.size());
+      CHECK(std::memcmp(f.data(), big.data(), f.size()) == 0);
+      ++received;
+    }
+  }
+  sender.join();
+  stream_transport moved = std::move(a);
+  CHECK(moved.is_open());
+  CHECK_FALSE(a.is_open());
+  moved.send(make_frame(14, 1));
+  CHECK(b.receive().size() == 1);
+  b = std::move(moved); // b's own connection is closed first
+  CHECK(b.counters().frames_sent == 101);
+}
+
+TEST_CASE("sender and receiver on different threads, each with its own io_context") {
+  auto [a_fd, b_fd] = socket_pair();
+  const std::size_t total = 20000;
+  std::atomic<bool> ok{true};
+  std::thread receiver([&, fd = std::move(b_fd)]() mutable {
+    asio::io_context ctx;
+    stream_transport t(ctx, std::move(fd));
+    std::size_t next = 0;
+    std::function<void()> loop = [&] {
+      t.async_receive([&](std::error_code ec, frame_batch batch) {
+        if (ec) return;
+        for (frame f : batch) {
+          unsigned seq;
+          std::memcpy(&seq, f.data(), 4);
+          if (seq != next || f.size() != 14 + seq % 1500) ok = false;
+          ++next;
+        }
+        if (next < total) loop();
+      });
+    };
+    loop();
+    ctx.run_for(30s);
+    if (next != total) ok = false;
+  });
+  {
+    asio::io_context ctx;
+    stream_transport t(ctx, std::move(a_fd));
+    std::size_t next = 0;
+    std::function<void()> pump = [&] {
+      std::error_code ec;
+      while (next < total && t.try_send(make_frame(14 + next % 1500, unsigned(next)), ec)) ++next;
+      if (next < total) t.async_wait_writable([&](std::error_code e) {
+        if (!e) pump();
+      });
+    };
+    pump();
+    ctx.run_for(30s);
+    CHECK(next == total);
+    CHECK(t.queued_bytes() == 0);
+  }
+  receiver.join();
+  CHECK(ok);
+}
