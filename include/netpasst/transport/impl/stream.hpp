@@ -7,6 +7,7 @@
 #include <asio/error.hpp>
 #include <asio/post.hpp>
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -119,8 +120,8 @@ public:
                                             std::byte(f.size() >> 8), std::byte(f.size())};
     const std::size_t record = stream_header_size + f.size();
     ec.clear();
-    if (send_size_ == 0 && config_.direct_write_bytes != 0 && f.size() >= config_.direct_write_bytes &&
-        !write_waiting_) {
+    if (config_.direct_write_bytes != 0 && f.size() >= config_.direct_write_bytes && !write_waiting_ &&
+        (send_size_ == 0 || (flush_now() && send_size_ == 0))) {
       iovec iov[2] = {{header, sizeof header}, {const_cast<std::byte*>(f.data()), f.size()}};
       std::size_t written = 0;
       if (!write(iov, 2, written)) return ec = error_, false;
@@ -131,8 +132,17 @@ public:
       return true;
     }
     if (config_.send_queue_bytes - send_size_ < record) return ec = errc::would_block, false;
-    append({header, sizeof header});
-    append(f);
+    std::size_t tail = send_head_ + send_size_;
+    if (tail >= config_.send_queue_bytes) tail -= config_.send_queue_bytes;
+    if (config_.send_queue_bytes - tail >= record) { // the usual case: no wrap
+      std::byte* at = send_ring_.get() + tail;
+      std::memcpy(at, header, sizeof header);
+      std::memcpy(at + sizeof header, f.data(), f.size());
+      send_size_ += record;
+    } else {
+      append({header, sizeof header});
+      append(f);
+    }
     count_sent(f.size());
     if (send_size_ >= config_.flush_threshold_bytes && !write_waiting_)
       flush_and_arm();
@@ -257,9 +267,9 @@ private:
     const std::byte* buffer = receive_buffer_.get();
     std::size_t n = 0, at = begin_, bytes = 0;
     while (n < config_.max_batch_frames && end_ - at >= stream_header_size) {
-      const auto* p = reinterpret_cast<const unsigned char*>(buffer + at);
-      const std::size_t length =
-          std::size_t(p[0]) << 24 | std::size_t(p[1]) << 16 | std::size_t(p[2]) << 8 | std::size_t(p[3]);
+      std::uint32_t big_endian;
+      std::memcpy(&big_endian, buffer + at, sizeof big_endian);
+      const std::size_t length = ntohl(big_endian);
       if (length < min_frame_size || length > max_frame_size) {
         if (n == 0) ec = errc::bad_frame_length;
         break;
