@@ -36,6 +36,16 @@ enum class errc {
   restart_limit_reached, ///< passt kept failing; the lifecycle gave up after its attempts.
   stopped,               ///< The lifecycle was stopped; pending operations end with this.
   not_running,           ///< The operation needs a running passt and there is none.
+
+  // Guest (mini_guest and its packet codecs)
+  packet_truncated,      ///< A packet is shorter than its headers or length fields say.
+  bad_checksum,          ///< An IPv4 header, UDP or ICMP checksum does not verify.
+  malformed_packet,      ///< A field holds a value its format forbids (version, length, label, pointer...).
+  unsupported_packet,    ///< A well-formed packet the codecs do not handle (fragment, other hardware type...).
+  dhcp_nak,              ///< The DHCP server refused the request (DHCPNAK).
+  guest_timeout,         ///< A guest operation got no answer before its deadline.
+  operation_in_progress, ///< The guest runs one operation at a time and one is already running.
+  no_address,            ///< The guest has no IPv4 address yet (no lease, none configured).
 };
 
 /// Groups of errors an embedder acts on, compared with `ec == condition::x`.
@@ -71,6 +81,14 @@ public:
       case errc::restart_limit_reached: return "passt restart attempts exhausted";
       case errc::stopped: return "stopped";
       case errc::not_running: return "passt is not running";
+      case errc::packet_truncated: return "packet truncated";
+      case errc::bad_checksum: return "bad checksum";
+      case errc::malformed_packet: return "malformed packet";
+      case errc::unsupported_packet: return "unsupported packet";
+      case errc::dhcp_nak: return "DHCP server sent NAK";
+      case errc::guest_timeout: return "no answer before the deadline";
+      case errc::operation_in_progress: return "another guest operation is in progress";
+      case errc::no_address: return "guest has no IPv4 address";
     }
     return "unknown netpasst error";
   }
