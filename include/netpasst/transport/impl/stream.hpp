@@ -82,7 +82,9 @@ public:
   // --- state ---------------------------------------------------------------
 
   const stream_transport_config& config() const noexcept { return config_; }
-  Executor executor() const noexcept { return descriptor_.get_executor(); }
+  Executor executor() const noexcept { // Asio 1.22's get_executor() is not const
+    return const_cast<asio::posix::basic_stream_descriptor<Executor>&>(descriptor_).get_executor();
+  }
   bool is_open() const noexcept { return !error_; }
   int fd() const noexcept { return error_ ? -1 : fd_; }
   const transport_counters& counters() const noexcept { return counters_; }
