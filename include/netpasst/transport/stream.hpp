@@ -42,6 +42,7 @@
 #include <memory>
 #include <span>
 #include <system_error>
+#include <string_view>
 #include <type_traits>
 
 namespace netpasst {
@@ -103,6 +104,10 @@ class basic_stream_transport {
 public:
   /// The executor completions run on (unless the token says otherwise).
   using executor_type = Executor;
+  /// What the constructor takes besides the executor and the socket.
+  using config_type = stream_transport_config;
+  /// The transport's name in status lines ("stream,connected to pid N").
+  static constexpr std::string_view kind = "stream";
 
   /// This transport type with another executor type.
   template <class OtherExecutor> struct rebind_executor {
