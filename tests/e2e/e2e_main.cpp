@@ -2,7 +2,7 @@
 // into a private network namespace shaped like a small host, so that passt
 // sees the same template interface on every machine:
 //   np0 (one end of a veth pair; the kernel here has no dummy driver): 192.0.2.10/24, 2001:db8::10/64; default routes via
-//   192.0.2.1 and 2001:db8::1; lo up; ping sockets allowed for every group.
+//   192.0.2.1 and 2001:db8::1 (192.0.2.1/32 on np0peer answers pings); lo up; ping sockets allowed for every group.
 // Not as root (or with NETPASST_E2E_NETNS=0) the tests run in the host's
 // namespace and checks that need the template addresses are skipped.
 #define CATCH_CONFIG_RUNNER
@@ -39,7 +39,10 @@ static bool enter_private_netns() {
             run("ip addr add 192.0.2.10/24 dev np0") &&
             run("ip -6 addr add 2001:db8::10/64 dev np0 nodad") && run("ip link set np0 up") &&
             run("ip route add default via 192.0.2.1 dev np0") &&
-            run("ip -6 route add default via 2001:db8::1 dev np0");
+            run("ip -6 route add default via 2001:db8::1 dev np0") &&
+            // passt relays the guest's pings to the gateway with a ping socket: give the
+            // gateway address to the peer so they are answered inside the namespace.
+            run("ip addr add 192.0.2.1/32 dev np0peer");
   std::ofstream("/proc/sys/net/ipv4/ping_group_range") << "0 2147483647\n";
   if (!ok) {
     // Half a namespace would make every test fail in confusing ways.
