@@ -17,7 +17,8 @@
 ///    `frame_batch` of views into the transport's buffer. Model:
 ///    `stream_transport` (4-byte big-endian length framing).
 /// 4. **Lifecycle** assembles the three: start, link up/down, restart passt
-///    when it dies, stop and clean up, with events. Model: `basic_lifecycle`.
+///    when it dies, stop and clean up, with events. Model: `basic_lifecycle`
+///    (alias `lifecycle`).
 ///
 /// Async operations take any Asio completion token (callbacks,
 /// `asio::use_awaitable`, `asio::use_future`); each concept is checked here
@@ -93,6 +94,27 @@ concept FrameTransport =
       { ct.is_open() } -> std::same_as<bool>;
       t.close();
       { ct.counters() } -> std::convertible_to<transport_counters>;
+    };
+
+/// A model runs one passt link for an embedder, and is itself a
+/// FrameTransport that waits across restarts.
+/// 1. `async_start(token)`: `void(std::error_code)` at the first link up or
+///    when the start failed.
+/// 2. `async_stop(token)`: `void(std::error_code)` once passt is gone and
+///    cleaned up; `stop()` does the same synchronously. Both safe from any
+///    state, idempotent.
+/// 3. `set_link(bool)`: administrative link up/down; `link_up()` tells.
+/// 4. `pid()` (0 when none) and `status()`, a one-line summary.
+template <class L>
+concept Lifecycle =
+    FrameTransport<L> && requires(L& l, const L& cl) {
+      l.async_start(detail::archetype_handler<void(std::error_code)>{});
+      l.async_stop(detail::archetype_handler<void(std::error_code)>{});
+      l.stop();
+      l.set_link(true);
+      { cl.link_up() } -> std::same_as<bool>;
+      { cl.pid() } -> std::convertible_to<long>;
+      { cl.status() } -> std::convertible_to<std::string>;
     };
 
 } // namespace netpasst
