@@ -1,0 +1,143 @@
+#pragma once
+/// @file launcher/process.hpp
+/// `netpasst::passt_process`: a started (or failed) passt, held by pidfd.
+///
+/// A launcher (`daemon_launcher`, `foreground_launcher`) returns one. It owns:
+/// the pidfd of passt (so no signal can reach a recycled pid), our end of the
+/// socket passt got as fd 3, the pipe carrying passt's stderr (drained on the
+/// launcher's executor for as long as passt runs, kept up to a limit), and the
+/// private directory with passt's pidfile. A failed launch still returns one,
+/// not running, with passt's exit status, stderr and a one-line failure
+/// message.
+///
+/// Thread safety: like an Asio I/O object. Distinct objects: safe. One
+/// object: calls and its completion handlers must not run concurrently.
+
+#include <netpasst/error.hpp>
+#include <netpasst/unique_fd.hpp>
+
+#include <asio/any_io_executor.hpp>
+#include <asio/async_result.hpp>
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <system_error>
+
+namespace netpasst {
+
+namespace detail {
+struct process_state;
+struct process_access;
+}
+
+/// A passt process started by a launcher. Move-only; the state lives on the
+/// heap, so an operation still pending keeps working after the handle moved.
+/// A default-constructed or moved-from handle holds nothing (`pid()` 0).
+class passt_process {
+public:
+  /// Holds nothing.
+  passt_process() noexcept = default;
+  passt_process(passt_process&&) noexcept = default;
+  /// Terminates what this handle held (as the destructor), then takes `other`'s.
+  passt_process& operator=(passt_process&& other) noexcept;
+  passt_process(const passt_process&) = delete;
+  passt_process& operator=(const passt_process&) = delete;
+
+  /// If passt still runs: `terminate` with a 500 ms grace (blocking, usually
+  /// ~3 ms: passt exits promptly on SIGTERM). Then closes every descriptor
+  /// and removes the pidfile and private directory. Pending asynchronous
+  /// operations complete with `asio::error::operation_aborted`.
+  ~passt_process();
+
+  /// passt's pid; 0 when there is none (failed launch, empty handle).
+  /// Informational only: every signal goes through the pidfd.
+  pid_t pid() const noexcept;
+
+  /// The pidfd referring to passt (still owned by this object), -1 if none.
+  int pidfd() const noexcept;
+
+  /// True while passt has not exited (checked on the pidfd, no reaping).
+  bool running() const noexcept;
+
+  /// Our end of the connected AF_UNIX SOCK_STREAM socketpair (close-on-exec)
+  /// whose other end is passt's fd 3. The first call hands it over; later
+  /// calls (and calls after a failed launch) return an empty `unique_fd`.
+  /// passt exits once every copy of its peer end is closed.
+  unique_fd take_socket() noexcept;
+
+  /// passt's stderr (and stdout) captured so far, up to the launcher's
+  /// `error_output_limit` bytes, without the "Failed to send N bytes to
+  /// syslog" lines Debian's passt prints when no syslog runs. Complete after
+  /// a failed launch; while passt runs, grows as the executor drains the pipe
+  /// (a daemonized passt closes it once it is in the background).
+  const std::string& error_output() const noexcept;
+
+  /// passt's exit status once known: the exit code, or 128 + signal number
+  /// when a signal killed it. Known only for our own child (the foreground
+  /// launcher's passt, the daemon launcher's parent passt that failed); a
+  /// daemonized passt is not our child, so its status stays unknown.
+  std::optional<int> exit_status() const noexcept;
+
+  /// One line describing why the launch failed, using passt's own message,
+  /// e.g. "passt exited with status 1: unrecognized option '--fqdn'". Empty
+  /// when the launch succeeded.
+  std::string failure_message() const;
+
+  /// The private directory holding the pidfile (empty if none or removed).
+  std::filesystem::path private_directory() const;
+
+  /// Sends `sig` through the pidfd (pidfd_send_signal(2); never kill(2),
+  /// never to a pid <= 1). Errors: `errc::not_running` when there is no
+  /// process or it has exited; OS errors otherwise.
+  void signal(int sig, std::error_code& ec) noexcept;
+
+  /// Stops passt, blocking: SIGTERM, wait up to `grace` for it to exit,
+  /// SIGKILL, wait until it is gone (at most 10 s more), reap it if it is
+  /// our child, close the socket, remove the pidfile and the private
+  /// directory. Idempotent; succeeds when passt already exited.
+  /// Errors: `std::errc::timed_out` if passt survives SIGKILL for 10 s
+  /// (stuck in the kernel); OS errors from pidfd_send_signal.
+  void terminate(std::chrono::milliseconds grace, std::error_code& ec) noexcept;
+  /// Throwing form of `terminate`. @throws std::system_error
+  void terminate(std::chrono::milliseconds grace = std::chrono::milliseconds(1000));
+
+  /// Completes when passt has exited: the pidfd became readable (waited
+  /// with an `asio::posix::stream_descriptor` on `executor`). Reaps passt
+  /// when it is our child. Completes at once (through the executor) when it
+  /// already exited or there is no process.
+  /// Completion signature: `void(std::error_code, int exit_status)`, the
+  /// status as `exit_status()`, -1 when unknowable (daemonized passt).
+  /// Cancellation: `cancel()`, the token's cancellation slot, or destroying
+  /// the handle complete it with `asio::error::operation_aborted`.
+  template <class Executor, asio::completion_token_for<void(std::error_code, int)> Token>
+  auto async_wait_exit(const Executor& executor, Token&& token);
+
+  /// `terminate` without blocking: SIGTERM, a `steady_timer` of `grace`
+  /// that sends SIGKILL if passt is still there, a pidfd wait for the exit,
+  /// then reaping and cleanup as `terminate`. Idempotent; completes at once
+  /// (through the executor) when passt already exited.
+  /// Completion signature: `void(std::error_code)`. Cancellation as
+  /// `async_wait_exit` (the SIGTERM already sent stays sent).
+  template <class Executor, asio::completion_token_for<void(std::error_code)> Token>
+  auto async_terminate(const Executor& executor, std::chrono::milliseconds grace, Token&& token);
+
+  /// Cancels pending `async_wait_exit` and `async_terminate` operations: they
+  /// complete with `asio::error::operation_aborted`. passt is not touched.
+  void cancel() noexcept;
+
+  /// For launchers: wraps a state built by a launch.
+  explicit passt_process(std::shared_ptr<detail::process_state> state) noexcept : state_(std::move(state)) {}
+
+private:
+  friend struct detail::process_access;
+  std::shared_ptr<detail::process_state> state_;
+};
+
+} // namespace netpasst
+
+#include <netpasst/launcher/impl/process.hpp>
