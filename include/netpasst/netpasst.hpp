@@ -2,7 +2,11 @@
 /// @file netpasst.hpp
 /// Umbrella header: everything netpasst offers. See concepts.hpp for the map.
 
+#include <netpasst/argv.hpp>
 #include <netpasst/concepts.hpp>
 #include <netpasst/error.hpp>
 #include <netpasst/frame.hpp>
+#include <netpasst/json.hpp>
+#include <netpasst/options.hpp>
+#include <netpasst/probe.hpp>
 #include <netpasst/unique_fd.hpp>
