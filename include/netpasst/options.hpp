@@ -157,7 +157,8 @@ struct diagnostic {
 };
 
 /// Thrown by the throwing forms when options are invalid: `code()` is
-/// `errc::invalid_options`, `what()` lists "<pointer>: <message>" one per line.
+/// `errc::invalid_options`, `what()` lists "<pointer>: <message>" one per line (an empty pointer
+/// is the whole document).
 class invalid_options_error : public std::system_error {
 public:
   explicit invalid_options_error(std::vector<diagnostic> diagnostics,

@@ -133,7 +133,7 @@ TEST_CASE("invalid_options_error carries its diagnostics") {
   CHECK(e.code() == netpasst::condition::configuration_error);
   CHECK(e.diagnostics().size() == 2);
   CHECK(e.diagnostics()[0] == diagnostic{"/mtu", "too big"});
-  CHECK(std::string(e.what()) == "invalid passt options:\n/mtu: too big\n(document): not an object");
+  CHECK(std::string(e.what()) == "invalid passt options:\n/mtu: too big\n: not an object");
 }
 
 TEST_CASE("options compare by value") {

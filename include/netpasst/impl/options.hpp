@@ -15,7 +15,7 @@ namespace netpasst {
 inline invalid_options_error::invalid_options_error(std::vector<diagnostic> diagnostics, std::error_code ec)
     : std::system_error(ec), diagnostics_(std::move(diagnostics)) {
   what_ = ec.message() + ":";
-  for (const auto& d : diagnostics_) what_ += "\n" + (d.pointer.empty() ? std::string("(document)") : d.pointer) + ": " + d.message;
+  for (const auto& d : diagnostics_) what_ += "\n" + d.pointer + ": " + d.message;
 }
 
 namespace detail {
