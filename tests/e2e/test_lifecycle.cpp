@@ -1,0 +1,520 @@
+// The lifecycle against Debian's real passt, in the private namespace made by
+// e2e_main: a guest's traffic, restarts after SIGKILL, a restart loop that
+// gives up, stop in every state, 50-cycle leak checks, and the QEMU defects
+// of REFERENCE.md section 4 shown not to happen.
+#include <netpasst/lifecycle.hpp>
+
+#include "e2e_env.hpp"
+
+#include <netpasst/guest/mini_guest.hpp>
+#include <netpasst/launcher/foreground.hpp>
+
+#include <asio/io_context.hpp>
+#include <asio/posix/stream_descriptor.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/ip/udp.hpp>
+#include <catch2/catch.hpp>
+
+#include <dirent.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+using namespace std::chrono_literals;
+using netpasst::lifecycle_event_kind;
+
+namespace {
+
+// Runs `io` until `done()` or a generous deadline (a guard against hangs, not
+// a timing assertion). Returns done().
+bool run_until(asio::io_context& io, const std::function<bool()>& done, std::chrono::seconds limit = 20s) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!done() && std::chrono::steady_clock::now() < deadline) {
+    io.restart();
+    io.run_for(20ms);
+  }
+  return done();
+}
+
+std::size_t open_fds() {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
+  return n;
+}
+
+// passt processes in this network namespace (each e2e program has its own).
+std::vector<pid_t> passt_processes() {
+  struct stat mine {};
+  ::stat("/proc/self/ns/net", &mine);
+  std::vector<pid_t> found;
+  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+    const auto name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream comm(e.path() / "comm");
+    std::string c;
+    std::getline(comm, c);
+    struct stat ns {};
+    if (c.rfind("passt", 0) != 0 || ::stat((e.path() / "ns/net").c_str(), &ns) != 0) continue;
+    // A zombie keeps its comm but has no namespace of its own any more.
+    std::ifstream status(e.path() / "stat");
+    std::string pid_s, comm_s, state;
+    status >> pid_s >> comm_s >> state;
+    if (ns.st_ino == mine.st_ino && state != "Z") found.push_back(std::stoi(name));
+  }
+  return found;
+}
+
+// Gone: no such process, or a zombie (a daemonized passt is re-parented to a
+// pid 1 that may never reap it; it has exited all the same).
+bool process_gone(pid_t pid) {
+  if (pid <= 1) return false;
+  if (::kill(pid, 0) != 0) return errno == ESRCH;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(stat, line);
+  const auto paren = line.rfind(')');
+  return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'Z';
+}
+
+// Makes the io_context create its reactor (epoll, eventfd, timerfd), so that
+// fd counts taken afterwards see only what the code under test opens.
+void warm_up(asio::io_context& io) {
+  asio::steady_timer timer(io, 0ms);
+  timer.wait();
+  asio::posix::stream_descriptor probe(io, ::dup(0));
+}
+
+// Records every event of a lifecycle.
+struct event_log {
+  std::vector<netpasst::lifecycle_event> events;
+  std::size_t count(lifecycle_event_kind kind) const {
+    return std::size_t(std::count_if(events.begin(), events.end(), [&](const auto& e) { return e.kind == kind; }));
+  }
+  const netpasst::lifecycle_event* last(lifecycle_event_kind kind) const {
+    for (auto it = events.rbegin(); it != events.rend(); ++it)
+      if (it->kind == kind) return &*it;
+    return nullptr;
+  }
+};
+
+template <class Lifecycle> event_log& watch(Lifecycle& life, event_log& log) {
+  life.subscribe([&log](const netpasst::lifecycle_event& e) { log.events.push_back(e); });
+  return log;
+}
+
+netpasst::options test_options() {
+  netpasst::options o;
+  o.path = netpasst::e2e::passt_binary();
+  return o;
+}
+
+// A UDP echo socket on the host's loopback, answered from the io_context.
+struct udp_echo {
+  asio::ip::udp::socket socket;
+  std::array<char, 2048> buffer{};
+  asio::ip::udp::endpoint from;
+  explicit udp_echo(asio::io_context& io)
+      : socket(io, asio::ip::udp::endpoint(asio::ip::make_address_v4("127.0.0.1"), 0)) {
+    arm();
+  }
+  void arm() {
+    socket.async_receive_from(asio::buffer(buffer), from, [this](std::error_code ec, std::size_t n) {
+      if (ec) return;
+      socket.send_to(asio::buffer(buffer.data(), n), from);
+      arm();
+    });
+  }
+  std::uint16_t port() const { return socket.local_endpoint().port(); }
+};
+
+template <class Lifecycle> struct guest_session {
+  asio::io_context& io;
+  netpasst::mini_guest<Lifecycle> guest;
+  guest_session(asio::io_context& io, Lifecycle& life) : io(io), guest(life) {}
+
+  netpasst::dhcp_lease dhcp() {
+    std::optional<std::error_code> done;
+    netpasst::dhcp_lease lease;
+    guest.async_dhcp([&](std::error_code ec, netpasst::dhcp_lease l) {
+      done = ec;
+      lease = l;
+    });
+    REQUIRE(run_until(io, [&] { return done.has_value(); }));
+    REQUIRE(done->message() == std::error_code{}.message());
+    return lease;
+  }
+
+  std::string udp_echo_through_gateway(const netpasst::dhcp_lease& lease, std::uint16_t port, std::string text) {
+    std::optional<std::error_code> done;
+    std::string answer;
+    guest.async_udp_exchange(lease.gateway, port, std::as_bytes(std::span(text.data(), text.size())),
+                             [&](std::error_code ec, netpasst::udp_reply r) {
+                               done = ec;
+                               answer.assign(reinterpret_cast<const char*>(r.payload.data()), r.payload.size());
+                             });
+    REQUIRE(run_until(io, [&] { return done.has_value(); }));
+    REQUIRE(done->message() == std::error_code{}.message());
+    return answer;
+  }
+};
+
+template <class Lifecycle> void start(asio::io_context& io, Lifecycle& life) {
+  std::optional<std::error_code> started;
+  life.async_start([&](std::error_code ec) { started = ec; });
+  REQUIRE(run_until(io, [&] { return started.has_value(); }));
+  INFO(life.last_error_message());
+  REQUIRE(started->message() == std::error_code{}.message());
+  REQUIRE(life.state() == netpasst::lifecycle_state::running);
+}
+
+template <class Lifecycle> void stop(asio::io_context& io, Lifecycle& life) {
+  std::optional<std::error_code> stopped;
+  life.async_stop([&](std::error_code ec) { stopped = ec; });
+  REQUIRE(run_until(io, [&] { return stopped.has_value(); }));
+  REQUIRE(life.state() == netpasst::lifecycle_state::stopped);
+}
+
+bool in_namespace() {
+  if (!netpasst::e2e::in_private_netns) WARN("not root: skipped (needs the private network namespace)");
+  return netpasst::e2e::in_private_netns;
+}
+
+std::filesystem::path write_script(const std::string& name, const std::string& body) {
+  auto dir = std::filesystem::temp_directory_path() / ("netpasst-e2e-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  auto path = dir / name;
+  std::ofstream(path) << "#!/bin/sh\n" << body;
+  std::filesystem::permissions(path, std::filesystem::perms::owner_all | std::filesystem::perms::group_read |
+                                         std::filesystem::perms::group_exec | std::filesystem::perms::others_read |
+                                         std::filesystem::perms::others_exec);
+  return path;
+}
+
+} // namespace
+
+TEMPLATE_TEST_CASE("a guest gets a lease, resolves the gateway, and reaches the host by UDP and ICMP", "[lifecycle]",
+                   netpasst::daemon_launcher, netpasst::foreground_launcher) {
+  if (!in_namespace()) return;
+  using lifecycle_type = netpasst::basic_lifecycle<netpasst::argv_builder, TestType, netpasst::stream_transport>;
+  asio::io_context io;
+  udp_echo echo(io);
+  lifecycle_type life(io, test_options());
+  event_log log;
+  watch(life, log);
+  start(io, life);
+  REQUIRE(life.pid() > 1);
+  CHECK(life.status() == "stream,connected to pid " + std::to_string(life.pid()));
+  REQUIRE(log.last(lifecycle_event_kind::link_up));
+  CHECK(log.last(lifecycle_event_kind::link_up)->pid == life.pid());
+
+  guest_session<lifecycle_type> session(io, life);
+  auto lease = session.dhcp();
+  CHECK(lease.address.to_string() == netpasst::e2e::template_address);
+  CHECK(lease.prefix_length == netpasst::e2e::template_prefix_length);
+  CHECK(lease.gateway.to_string() == netpasst::e2e::template_gateway);
+  CHECK(lease.mtu == 65520);
+
+  std::optional<std::error_code> arp_done;
+  session.guest.async_arp(lease.gateway, [&](std::error_code ec, netpasst::packet::mac_address) { arp_done = ec; });
+  REQUIRE(run_until(io, [&] { return arp_done.has_value(); }));
+  CHECK(!*arp_done);
+
+  CHECK(session.udp_echo_through_gateway(lease, echo.port(), "hello host") == "hello host");
+
+  std::optional<std::error_code> ping_done;
+  session.guest.async_ping(lease.gateway, [&](std::error_code ec, auto) { ping_done = ec; });
+  REQUIRE(run_until(io, [&] { return ping_done.has_value(); }));
+  CHECK(ping_done->message() == std::error_code{}.message());
+
+  const auto counters = life.counters();
+  CHECK(counters.frames_sent >= 4);
+  CHECK(counters.frames_received >= 4);
+  const pid_t pid = life.pid();
+  stop(io, life);
+  CHECK(process_gone(pid));
+  CHECK(log.count(lifecycle_event_kind::stopped) == 1);
+  CHECK(passt_processes().empty());
+}
+
+TEST_CASE("passt killed with SIGKILL: link down, restart, a new lease, and traffic flows again", "[lifecycle]") {
+  if (!in_namespace()) return;
+  asio::io_context io;
+  udp_echo echo(io);
+  netpasst::lifecycle life(io, test_options());
+  event_log log;
+  watch(life, log);
+  start(io, life);
+  guest_session<netpasst::lifecycle> session(io, life);
+  auto lease = session.dhcp();
+  REQUIRE(session.udp_echo_through_gateway(lease, echo.port(), "before") == "before");
+
+  const pid_t first = life.pid();
+  bool old_gone_at_restart = false;
+  life.subscribe([&](const netpasst::lifecycle_event& e) {
+    if (e.kind == lifecycle_event_kind::restarting) old_gone_at_restart = process_gone(first);
+  });
+  REQUIRE(::kill(first, SIGKILL) == 0);
+  REQUIRE(run_until(io, [&] { return log.count(lifecycle_event_kind::link_up) == 2; }));
+  CHECK(log.count(lifecycle_event_kind::link_down) == 1);
+  CHECK(log.last(lifecycle_event_kind::link_down)->pid == first);
+  CHECK(log.last(lifecycle_event_kind::restarting)->attempt == 1);
+  CHECK(old_gone_at_restart);
+  CHECK(life.pid() != first);
+  CHECK(life.counters().restarts == 1);
+
+  lease = session.dhcp();
+  CHECK(lease.address.to_string() == netpasst::e2e::template_address);
+  CHECK(session.udp_echo_through_gateway(lease, echo.port(), "after") == "after");
+  stop(io, life);
+  CHECK(passt_processes().empty());
+}
+
+TEST_CASE("a restart loop that cannot start passt ends in a clear failure", "[lifecycle]") {
+  if (!in_namespace()) return;
+  // Starts the real passt once, then refuses like a broken install would.
+  auto marker = std::filesystem::temp_directory_path() / ("netpasst-e2e-marker-" + std::to_string(::getpid()));
+  std::filesystem::remove(marker);
+  auto script = write_script("passt-once", "if [ -e '" + marker.string() +
+                                               "' ]; then echo 'passt-once: refusing to start again' >&2; exit 3; fi\n"
+                                               "touch '" + marker.string() + "'\nexec " +
+                                               netpasst::e2e::passt_binary() + " \"$@\"\n");
+  asio::io_context io;
+  netpasst::options o;
+  o.path = script.string();
+  netpasst::lifecycle_config config;
+  config.restart.max_attempts = 3;
+  config.restart.initial_backoff = 10ms;
+  netpasst::lifecycle life(io, o, config);
+  event_log log;
+  watch(life, log);
+  start(io, life);
+  REQUIRE(::kill(life.pid(), SIGKILL) == 0);
+  REQUIRE(run_until(io, [&] { return life.state() == netpasst::lifecycle_state::failed; }));
+  CHECK(life.last_error() == netpasst::errc::restart_limit_reached);
+  CHECK_THAT(life.last_error_message(), Catch::Contains("refusing to start again"));
+  CHECK(log.count(lifecycle_event_kind::restarting) == 3);
+  CHECK(log.count(lifecycle_event_kind::failed) == 1);
+  CHECK(life.counters().failed_launches == 3);
+  CHECK_THAT(life.status(), Catch::StartsWith("stream,failed: "));
+  // The backoff grows: 0, then 10 ms, then 20 ms.
+  std::vector<long> delays;
+  for (const auto& e : log.events)
+    if (e.kind == lifecycle_event_kind::restarting) delays.push_back(long(e.delay.count()));
+  CHECK(delays == std::vector<long>{0, 10, 20});
+  // Receivers are told, not left hanging.
+  std::optional<std::error_code> received;
+  life.async_receive([&](std::error_code ec, netpasst::frame_batch) { received = ec; });
+  REQUIRE(run_until(io, [&] { return received.has_value(); }));
+  CHECK(*received == netpasst::errc::restart_limit_reached);
+  stop(io, life);
+  CHECK(passt_processes().empty());
+  std::filesystem::remove(marker);
+}
+
+TEST_CASE("a start that fails carries passt's own message and signals nobody else", "[lifecycle]") {
+  if (!in_namespace()) return;
+  static std::atomic<int> sigterms{0};
+  struct sigaction counting {}, previous{};
+  counting.sa_handler = [](int) { ++sigterms; };
+  ::sigaction(SIGTERM, &counting, &previous);
+  {
+    asio::io_context io;
+    netpasst::options o = test_options();
+    o.param = {"--no-such-option"};
+    netpasst::lifecycle life(io, o);
+    std::optional<std::error_code> started;
+    life.async_start([&](std::error_code ec) { started = ec; });
+    REQUIRE(run_until(io, [&] { return started.has_value(); }));
+    CHECK(*started == netpasst::condition::start_failure);
+    CHECK_THAT(life.last_error_message(), Catch::Contains("unrecognized option"));
+    CHECK(life.state() == netpasst::lifecycle_state::failed);
+    CHECK(life.pid() == 0);
+    stop(io, life);
+  }
+  ::sigaction(SIGTERM, &previous, nullptr);
+  CHECK(sigterms == 0);  // QEMU's kill(0) after a failed start hit its own process group
+  CHECK(passt_processes().empty());
+}
+
+TEST_CASE("stop works from every state, twice, and in the destructor", "[lifecycle]") {
+  if (!in_namespace()) return;
+  asio::io_context io;
+  warm_up(io);
+  const auto fds = open_fds();
+
+  SECTION("never started") {
+    netpasst::lifecycle life(io, test_options());
+    stop(io, life);
+    stop(io, life);
+  }
+  SECTION("while starting") {
+    netpasst::lifecycle life(io, test_options());
+    std::optional<std::error_code> started;
+    life.async_start([&](std::error_code ec) { started = ec; });
+    stop(io, life);
+    REQUIRE(run_until(io, [&] { return started.has_value(); }));
+    CHECK(*started == netpasst::errc::stopped);
+  }
+  SECTION("while running, with a receive pending") {
+    netpasst::lifecycle life(io, test_options());
+    start(io, life);
+    std::optional<std::error_code> received;
+    life.async_receive([&](std::error_code ec, netpasst::frame_batch) { received = ec; });
+    const pid_t pid = life.pid();
+    stop(io, life);
+    REQUIRE(run_until(io, [&] { return received.has_value(); }));
+    CHECK(*received == netpasst::errc::stopped);
+    CHECK(process_gone(pid));
+    stop(io, life);
+  }
+  SECTION("while a restart is pending, and while the relaunch runs") {
+    netpasst::lifecycle life(io, test_options());
+    event_log log;
+    watch(life, log);
+    start(io, life);
+    const bool during_launch = GENERATE(false, true);
+    bool stop_completed = false;
+    life.subscribe([&](const netpasst::lifecycle_event& e) {
+      if (e.kind != lifecycle_event_kind::restarting) return;
+      if (!during_launch) life.async_stop([&](std::error_code) { stop_completed = true; });
+      else asio::post(io, [&] { life.async_stop([&](std::error_code) { stop_completed = true; }); });
+    });
+    ::kill(life.pid(), SIGKILL);
+    REQUIRE(run_until(io, [&] { return stop_completed; }));
+    CHECK(life.state() == netpasst::lifecycle_state::stopped);
+    CHECK(log.count(lifecycle_event_kind::stopped) == 1);
+  }
+  SECTION("from the link_down event itself") {
+    netpasst::lifecycle life(io, test_options());
+    start(io, life);
+    bool stop_completed = false;
+    life.subscribe([&](const netpasst::lifecycle_event& e) {
+      if (e.kind == lifecycle_event_kind::link_down) life.async_stop([&](std::error_code) { stop_completed = true; });
+    });
+    ::kill(life.pid(), SIGKILL);
+    REQUIRE(run_until(io, [&] { return stop_completed; }));
+    CHECK(life.state() == netpasst::lifecycle_state::stopped);
+  }
+  SECTION("destructor while running, synchronous stop while starting") {
+    pid_t pid = 0;
+    {
+      netpasst::lifecycle life(io, test_options());
+      start(io, life);
+      pid = life.pid();
+    }
+    CHECK(process_gone(pid));
+    netpasst::lifecycle life(io, test_options());
+    life.async_start([](std::error_code) {});
+    life.stop();
+    CHECK(life.state() == netpasst::lifecycle_state::stopped);
+  }
+  io.restart();
+  io.run_for(200ms);  // let launches that were cut short finish their cleanup
+  CHECK(passt_processes().empty());
+  CHECK(open_fds() == fds);
+}
+
+TEST_CASE("50 start/stop and 50 kill/restart cycles leave no fd and no process behind", "[lifecycle][cycles]") {
+  if (!in_namespace()) return;
+  asio::io_context io;
+  warm_up(io);
+  const auto fds = open_fds();
+  for (int i = 0; i < 50; ++i) {
+    netpasst::lifecycle life(io, test_options());
+    start(io, life);
+    stop(io, life);
+  }
+  CHECK(open_fds() == fds);
+  CHECK(passt_processes().empty());
+
+  netpasst::lifecycle_config config;
+  config.restart.min_uptime = 0ms;  // every kill is a fresh, immediate restart
+  netpasst::lifecycle life(io, test_options(), config);
+  event_log log;
+  watch(life, log);
+  start(io, life);
+  for (int i = 0; i < 50; ++i) {
+    const auto ups = log.count(lifecycle_event_kind::link_up);
+    REQUIRE(::kill(life.pid(), SIGKILL) == 0);
+    REQUIRE(run_until(io, [&] { return log.count(lifecycle_event_kind::link_up) == ups + 1; }));
+  }
+  CHECK(life.counters().restarts == 50);
+  CHECK(passt_processes().size() == 1);
+  stop(io, life);
+  CHECK(passt_processes().empty());
+  CHECK(open_fds() == fds);
+}
+
+TEST_CASE("QEMU defects do not happen here", "[lifecycle][qemu]") {
+  if (!in_namespace()) return;
+  asio::io_context io;
+
+  SECTION("search domains arrive as separate names in DHCP option 119") {
+    auto o = test_options();
+    o.search = {"a.example", "b.example"};
+    netpasst::lifecycle life(io, o);
+    start(io, life);
+    guest_session<netpasst::lifecycle> session(io, life);
+    auto lease = session.dhcp();
+    CHECK(lease.search_domains == std::vector<std::string>{"a.example", "b.example"});
+    stop(io, life);
+  }
+  SECTION("port forwards with different addresses each keep their own address") {
+    auto o = test_options();
+    o.tcp_ports = {"127.0.0.1/10001", "10002"};
+    netpasst::lifecycle life(io, o);
+    start(io, life);
+    // The kernel's table of listening sockets in this namespace tells which address each forward uses:
+    // 127.0.0.1:10001 only, and 10002 on every address.
+    auto listening = [](const char* table_file, const std::string& hex_addr_port) {
+      std::ifstream table(table_file);
+      std::string line;
+      while (std::getline(table, line))
+        if (line.find(hex_addr_port) != std::string::npos && line.find(" 0A ") != std::string::npos) return true;
+      return false;
+    };
+    const std::string any6(32, '0');
+    auto on_loopback_only = [&](const char* port) {
+      return listening("/proc/net/tcp", std::string("0100007F:") + port) &&
+             !listening("/proc/net/tcp", std::string("00000000:") + port) &&
+             !listening("/proc/net/tcp6", any6 + ":" + port);
+    };
+    auto on_every_address = [&](const char* port) {  // IPv4 wildcard, or IPv6 wildcard (dual stack)
+      return listening("/proc/net/tcp", std::string("00000000:") + port) ||
+             listening("/proc/net/tcp6", any6 + ":" + port);
+    };
+    // passt binds around the time it daemonizes: wait (bounded) for both.
+    CHECK(run_until(io, [&] { return on_loopback_only("2711") && on_every_address("2712"); }, 5s));
+    stop(io, life);
+  }
+  SECTION("a restart waits until the old passt is gone, so its ports are free for the new one") {
+    auto o = test_options();
+    o.tcp_ports = {"10003"};
+    netpasst::lifecycle life(io, o);
+    event_log log;
+    watch(life, log);
+    start(io, life);
+    const pid_t first = life.pid();
+    bool gone_before_relaunch = false;
+    life.subscribe([&](const netpasst::lifecycle_event& e) {
+      if (e.kind == lifecycle_event_kind::restarting) gone_before_relaunch = process_gone(first);
+    });
+    // Break the connection without killing passt: the lifecycle must end the old one itself.
+    life.next_layer()->close();
+    std::optional<std::error_code> received;
+    life.async_receive([&](std::error_code ec, netpasst::frame_batch) { received = ec; });
+    REQUIRE(run_until(io, [&] { return log.count(lifecycle_event_kind::link_up) == 2; }));
+    CHECK(gone_before_relaunch);
+    CHECK(life.pid() != first);
+    CHECK_FALSE(received.has_value());  // the receive waits across the restart
+    stop(io, life);
+  }
+}
