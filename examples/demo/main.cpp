@@ -182,6 +182,7 @@ asio::awaitable<int> run(Lifecycle& life, const demo_args& args, asio::ip::udp::
     if (!report["ping_ms"].is_null()) std::printf("icmp: gateway answered in %.3f ms\n", report["ping_ms"].get<double>());
     else if (report.contains("ping_note")) std::printf("icmp: %s\n", report["ping_note"].get<std::string>().c_str());
     if (report.contains("error")) std::printf("error: %s\n", report["error"].get<std::string>().c_str());
+    std::fflush(stdout);
   }
 
   if (args.watch) {
