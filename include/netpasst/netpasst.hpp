@@ -6,7 +6,12 @@
 #include <netpasst/concepts.hpp>
 #include <netpasst/error.hpp>
 #include <netpasst/frame.hpp>
+#include <netpasst/guest/mini_guest.hpp>
+#include <netpasst/guest/packet.hpp>
 #include <netpasst/json.hpp>
+#include <netpasst/lifecycle.hpp>
 #include <netpasst/options.hpp>
 #include <netpasst/probe.hpp>
+#include <netpasst/testing/memory_transport.hpp>
+#include <netpasst/transport/stream.hpp>
 #include <netpasst/unique_fd.hpp>
