@@ -188,8 +188,17 @@ bool in_namespace() {
 }
 
 std::filesystem::path write_script(const std::string& name, const std::string& body) {
-  auto dir = std::filesystem::temp_directory_path() / ("netpasst-e2e-" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
+  // Removed when the test program exits.
+  static const struct scratch_directory {
+    std::filesystem::path path =
+        std::filesystem::temp_directory_path() / ("netpasst-e2e-" + std::to_string(::getpid()));
+    scratch_directory() { std::filesystem::create_directories(path); }
+    ~scratch_directory() {
+      std::error_code ignored;
+      std::filesystem::remove_all(path, ignored);
+    }
+  } scratch;
+  const auto& dir = scratch.path;
   auto path = dir / name;
   std::ofstream(path) << "#!/bin/sh\n" << body;
   std::filesystem::permissions(path, std::filesystem::perms::owner_all | std::filesystem::perms::group_read |

@@ -48,8 +48,17 @@ bool run_until(asio::io_context& io, const std::function<bool()>& done, std::chr
 // A fake passt: writes its pid where --pid says (as passt does once ready),
 // then runs `body` with the socket on fd 3.
 std::string fake_passt(const std::string& name, const std::string& body) {
-  auto dir = std::filesystem::temp_directory_path() / ("netpasst-unit-" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
+  // Removed when the test program exits.
+  static const struct scratch_directory {
+    std::filesystem::path path =
+        std::filesystem::temp_directory_path() / ("netpasst-unit-" + std::to_string(::getpid()));
+    scratch_directory() { std::filesystem::create_directories(path); }
+    ~scratch_directory() {
+      std::error_code ignored;
+      std::filesystem::remove_all(path, ignored);
+    }
+  } scratch;
+  const auto& dir = scratch.path;
   auto path = dir / name;
   std::ofstream(path) << "#!/bin/sh\n"
                          "pidfile=\n"
