@@ -5,6 +5,7 @@
 #include <netpasst/lifecycle.hpp>
 
 #include "e2e_env.hpp"
+#include "../common/test_support.hpp"
 
 #include <netpasst/guest/mini_guest.hpp>
 #include <netpasst/launcher/foreground.hpp>
@@ -30,19 +31,10 @@
 
 using namespace std::chrono_literals;
 using netpasst::lifecycle_event_kind;
+using netpasst::test::run_until;
+using netpasst::test::write_script;
 
 namespace {
-
-// Runs `io` until `done()` or a generous deadline (a guard against hangs, not
-// a timing assertion). Returns done().
-bool run_until(asio::io_context& io, const std::function<bool()>& done, std::chrono::seconds limit = 20s) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!done() && std::chrono::steady_clock::now() < deadline) {
-    io.restart();
-    io.run_for(20ms);
-  }
-  return done();
-}
 
 std::size_t open_fds() {
   std::size_t n = 0;
@@ -187,26 +179,6 @@ bool in_namespace() {
   return netpasst::e2e::in_private_netns;
 }
 
-std::filesystem::path write_script(const std::string& name, const std::string& body) {
-  // Removed when the test program exits.
-  static const struct scratch_directory {
-    std::filesystem::path path =
-        std::filesystem::temp_directory_path() / ("netpasst-e2e-" + std::to_string(::getpid()));
-    scratch_directory() { std::filesystem::create_directories(path); }
-    ~scratch_directory() {
-      std::error_code ignored;
-      std::filesystem::remove_all(path, ignored);
-    }
-  } scratch;
-  const auto& dir = scratch.path;
-  auto path = dir / name;
-  std::ofstream(path) << "#!/bin/sh\n" << body;
-  std::filesystem::permissions(path, std::filesystem::perms::owner_all | std::filesystem::perms::group_read |
-                                         std::filesystem::perms::group_exec | std::filesystem::perms::others_read |
-                                         std::filesystem::perms::others_exec);
-  return path;
-}
-
 } // namespace
 
 TEMPLATE_TEST_CASE("a guest gets a lease, resolves the gateway, and reaches the host by UDP and ICMP", "[lifecycle]",
@@ -297,7 +269,7 @@ TEST_CASE("a restart loop that cannot start passt ends in a clear failure", "[li
                                                netpasst::e2e::passt_binary() + " \"$@\"\n");
   asio::io_context io;
   netpasst::options o;
-  o.path = script.string();
+  o.path = script;
   netpasst::lifecycle_config config;
   config.restart.max_attempts = 3;
   config.restart.initial_backoff = 10ms;

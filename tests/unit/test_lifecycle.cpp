@@ -15,6 +15,8 @@
 #include <asio/use_future.hpp>
 #include <catch2/catch.hpp>
 
+#include "../common/test_support.hpp"
+
 #include <signal.h>
 #include <unistd.h>
 
@@ -27,6 +29,8 @@
 using namespace std::chrono_literals;
 using netpasst::lifecycle_event_kind;
 using netpasst::lifecycle_state;
+using netpasst::test::run_until;
+using netpasst::test::write_script;
 using fake_lifecycle =
     netpasst::basic_lifecycle<netpasst::argv_builder, netpasst::foreground_launcher, netpasst::stream_transport>;
 
@@ -36,39 +40,13 @@ static_assert(netpasst::FrameTransport<netpasst::lifecycle>);
 
 namespace {
 
-bool run_until(asio::io_context& io, const std::function<bool()>& done, std::chrono::seconds limit = 20s) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!done() && std::chrono::steady_clock::now() < deadline) {
-    io.restart();
-    io.run_for(10ms);
-  }
-  return done();
-}
-
 // A fake passt: writes its pid where --pid says (as passt does once ready),
 // then runs `body` with the socket on fd 3.
 std::string fake_passt(const std::string& name, const std::string& body) {
-  // Removed when the test program exits.
-  static const struct scratch_directory {
-    std::filesystem::path path =
-        std::filesystem::temp_directory_path() / ("netpasst-unit-" + std::to_string(::getpid()));
-    scratch_directory() { std::filesystem::create_directories(path); }
-    ~scratch_directory() {
-      std::error_code ignored;
-      std::filesystem::remove_all(path, ignored);
-    }
-  } scratch;
-  const auto& dir = scratch.path;
-  auto path = dir / name;
-  std::ofstream(path) << "#!/bin/sh\n"
-                         "pidfile=\n"
-                         "while [ $# -gt 0 ]; do [ \"$1\" = --pid ] && pidfile=$2; shift; done\n"
-                         "echo $$ > \"$pidfile\"\n"
-                      << body << "\n";
-  std::filesystem::permissions(path, std::filesystem::perms::owner_all | std::filesystem::perms::group_read |
-                                         std::filesystem::perms::group_exec | std::filesystem::perms::others_read |
-                                         std::filesystem::perms::others_exec);
-  return path.string();
+  return write_script(name, "pidfile=\n"
+                            "while [ $# -gt 0 ]; do [ \"$1\" = --pid ] && pidfile=$2; shift; done\n"
+                            "echo $$ > \"$pidfile\"\n" +
+                                body + "\n");
 }
 
 // One 14-byte broadcast ARP-typed frame, length-prefixed, then idle.
