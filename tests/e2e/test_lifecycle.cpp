@@ -26,6 +26,7 @@
 #include <fstream>
 #include <functional>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -498,4 +499,43 @@ TEST_CASE("QEMU defects do not happen here", "[lifecycle][qemu]") {
     CHECK_FALSE(received.has_value());  // the receive waits across the restart
     stop(io, life);
   }
+}
+
+TEST_CASE("several lifecycles share one io_context on one thread; a restart of one leaves the others alone",
+          "[lifecycle]") {
+  if (!in_namespace()) return;
+  asio::io_context io;
+  udp_echo echo(io);
+  constexpr int count = 4;
+  std::vector<std::unique_ptr<netpasst::lifecycle>> links;
+  std::vector<event_log> logs(count);
+  int started = 0;
+  for (int i = 0; i < count; ++i) {
+    links.push_back(std::make_unique<netpasst::lifecycle>(io, test_options()));
+    watch(*links.back(), logs[std::size_t(i)]);
+    links.back()->async_start([&](std::error_code ec) { started += !ec; });
+  }
+  REQUIRE(run_until(io, [&] { return started == count; }));
+  std::vector<pid_t> pids;
+  for (auto& l : links) pids.push_back(l->pid());
+  CHECK(std::set<pid_t>(pids.begin(), pids.end()).size() == count);
+
+  std::vector<std::unique_ptr<guest_session<netpasst::lifecycle>>> guests;
+  for (auto& l : links) guests.push_back(std::make_unique<guest_session<netpasst::lifecycle>>(io, *l));
+  for (auto& g : guests) {
+    auto lease = g->dhcp();
+    CHECK(g->udp_echo_through_gateway(lease, echo.port(), "many") == "many");
+  }
+
+  REQUIRE(::kill(pids[1], SIGKILL) == 0);
+  REQUIRE(run_until(io, [&] { return logs[1].count(lifecycle_event_kind::link_up) == 2; }));
+  for (std::size_t i : {0u, 2u, 3u}) {
+    CHECK(links[i]->pid() == pids[i]);
+    CHECK(logs[i].count(lifecycle_event_kind::link_down) == 0);
+  }
+  auto lease = guests[1]->dhcp();
+  CHECK(guests[1]->udp_echo_through_gateway(lease, echo.port(), "again") == "again");
+  guests.clear();
+  for (auto& l : links) stop(io, *l);
+  CHECK(passt_processes().empty());
 }
