@@ -9,6 +9,9 @@
 #include <netpasst/guest/mini_guest.hpp>
 #include <netpasst/guest/packet.hpp>
 #include <netpasst/json.hpp>
+#include <netpasst/launcher/daemon.hpp>
+#include <netpasst/launcher/foreground.hpp>
+#include <netpasst/launcher/process.hpp>
 #include <netpasst/lifecycle.hpp>
 #include <netpasst/options.hpp>
 #include <netpasst/probe.hpp>

@@ -206,6 +206,8 @@ template <class Executor> struct wait_exit_op {
   bool started = false;
   std::error_code immediate;
 
+  wait_exit_op(std::shared_ptr<process_state> s, const Executor& e) : state(std::move(s)), executor(e) {}
+
   template <class Self> void operator()(Self& self, std::error_code ec = {}) {
     if (!started) {
       started = true;
@@ -230,6 +232,9 @@ template <class Executor> struct terminate_op {
   std::shared_ptr<asio::steady_timer> kill_timer;
   bool started = false;
   std::error_code immediate;
+
+  terminate_op(std::shared_ptr<process_state> s, const Executor& e, std::chrono::milliseconds g)
+      : state(std::move(s)), executor(e), grace(g) {}
 
   template <class Self> void operator()(Self& self, std::error_code ec = {}) {
     if (!started) {
