@@ -3,6 +3,8 @@
 // (template interface np0 192.0.2.10/24, gateway 192.0.2.1).
 #include <netpasst/transport/stream.hpp>
 
+#include <netpasst/launcher/foreground.hpp>
+
 #include "e2e_env.hpp"
 
 #include <asio/io_context.hpp>
@@ -28,37 +30,22 @@ using bytes = std::vector<std::byte>;
 
 namespace {
 
-// passt started as our child with one end of a socketpair on fd 3. A minimal
-// fork/exec (the launcher component was not available when this was
-// written); killed with SIGKILL and reaped on destruction.
+// passt started by the foreground launcher, held by pidfd, terminated at the end.
 struct passt_child {
-  pid_t pid = -1;
+  netpasst::passt_process process;
   unique_fd ours;
 
-  passt_child() {
-    int fds[2];
-    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
-    ours.reset(fds[0]);
-    unique_fd theirs(fds[1]);
-    const std::string binary = netpasst::e2e::passt_binary();
-    pid = ::fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) { // child: only async-signal-safe calls until exec
-      if (::dup2(theirs.get(), 3) != 3) ::_exit(126);
-      const char* argv[] = {binary.c_str(), "--quiet", "--foreground", "--fd", "3", nullptr};
-      ::execvp(argv[0], const_cast<char* const*>(argv));
-      ::_exit(127);
-    }
+  explicit passt_child(asio::io_context& ctx) {
+    netpasst::foreground_launcher launcher(ctx);
+    process = launcher.launch({netpasst::e2e::passt_binary(), "--quiet"});
+    ours = process.take_socket();
   }
   void kill() {
-    if (pid > 0) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
-      pid = -1;
-    }
+    std::error_code ignored;
+    process.signal(SIGKILL, ignored);
+    process.terminate(std::chrono::milliseconds(1000), ignored);
   }
-  bool alive() const { return pid > 0 && ::waitpid(pid, nullptr, WNOHANG) == 0; }
-  ~passt_child() { kill(); }
+  bool alive() const { return process.running(); }
 };
 
 constexpr std::array<unsigned char, 6> guest_mac = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
@@ -122,7 +109,7 @@ TEST_CASE("real passt answers ARP through the stream transport, survives a refus
     return;
   }
   asio::io_context ctx;
-  passt_child passt;
+  passt_child passt(ctx);
   netpasst::stream_transport t(ctx, std::move(passt.ours));
 
   std::error_code ec;
