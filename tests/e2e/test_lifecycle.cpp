@@ -409,11 +409,19 @@ TEST_CASE("50 start/stop and 50 kill/restart cycles leave no fd and no process b
   asio::io_context io;
   warm_up(io);
   const auto fds = open_fds();
+  netpasst::launcher_config launcher_config;
+  launcher_config.runtime_directory = write_script("runtime-marker", "") + ".d";  // a fresh, private parent
+  std::filesystem::create_directories(launcher_config.runtime_directory);
+  ::chmod(launcher_config.runtime_directory.c_str(), 0755);  // passt (as nobody) must reach its directory
   for (int i = 0; i < 50; ++i) {
-    netpasst::lifecycle life(io, test_options());
+    netpasst::lifecycle life(netpasst::daemon_launcher(io, launcher_config), test_options());
     start(io, life);
+    CHECK(std::distance(std::filesystem::directory_iterator(launcher_config.runtime_directory),
+                        std::filesystem::directory_iterator{}) == 1);  // passt's private directory
     stop(io, life);
   }
+  // Pidfiles and private directories are gone too.
+  CHECK(std::filesystem::is_empty(launcher_config.runtime_directory));
   CHECK(open_fds() == fds);
   CHECK(passt_processes().empty());
 
