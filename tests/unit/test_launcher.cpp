@@ -1,0 +1,555 @@
+// The daemon and foreground launchers against fake passt scripts: a fake
+// that daemonizes for real (a background child holding fd 3, its pid in the
+// pidfile) or stays in the foreground, and fakes that fail in each way the
+// launchers must report (non-zero exit, no readiness, bad pidfile, a pid that
+// is gone or not a passt, missing binary). Every case also checks that no
+// descriptor, child process or private directory is left behind. The real
+// passt is in tests/e2e/test_launcher.cpp.
+#include <netpasst/launcher/daemon.hpp>
+
+#include <netpasst/launcher/foreground.hpp>
+#include <netpasst/concepts.hpp>
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/executor_work_guard.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/io_context.hpp>
+#include <asio/posix/stream_descriptor.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+#include <asio/use_future.hpp>
+#include <catch2/catch.hpp>
+
+#include "../common/test_support.hpp"
+
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace std::chrono_literals;
+using netpasst::errc;
+using netpasst::passt_process;
+using netpasst::unique_fd;
+using netpasst::test::run_until;
+using netpasst::test::write_script;
+
+static_assert(netpasst::DaemonLauncher<netpasst::daemon_launcher>);
+static_assert(netpasst::DaemonLauncher<netpasst::foreground_launcher>);
+static_assert(netpasst::DaemonLauncher<netpasst::basic_daemon_launcher<asio::io_context::executor_type>>);
+static_assert(netpasst::DaemonLauncher<netpasst::basic_foreground_launcher<asio::io_context::executor_type>>);
+
+namespace {
+
+std::size_t fd_count() {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
+  return n;
+}
+
+/// The state letter of /proc/PID/stat, or 0 when there is no such process.
+char process_state_of(pid_t pid, pid_t* ppid = nullptr) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(in, line)) return 0;
+  const auto close = line.rfind(')');
+  if (close == std::string::npos || close + 2 >= line.size()) return 0;
+  std::istringstream rest(line.substr(close + 2));
+  char state = 0;
+  pid_t parent = 0;
+  rest >> state >> parent;
+  if (ppid) *ppid = parent;
+  return state;
+}
+
+/// True while `pid` names a process that has not exited (a zombie has).
+bool alive(pid_t pid) {
+  const char s = process_state_of(pid);
+  return s != 0 && s != 'Z' && s != 'X';
+}
+
+/// Pids whose parent is this process (zombies included).
+std::vector<pid_t> children() {
+  std::vector<pid_t> result;
+  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    pid_t ppid = 0;
+    if (process_state_of(pid_t(std::stoi(name)), &ppid) && ppid == ::getpid()) result.push_back(pid_t(std::stoi(name)));
+  }
+  return result;
+}
+
+/// The fake passt scripts, written once into the test's scratch directory.
+struct fakes {
+  std::string good, fails, never_ready, killed, no_pidfile, garbage_pidfile, pid_one, dead_pid, not_passt;
+  std::filesystem::path directory;
+
+  fakes() {
+    // Parses what the launchers append (--foreground, --pid FILE, --fd 3)
+    // and checks that fd 3 is a socket.
+    const std::string prologue = R"(pidfile=; fg=0; fd=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --pid) pidfile=$2; shift ;;
+    --fd) fd=$2; shift ;;
+    --foreground) fg=1 ;;
+  esac
+  shift
+done
+[ -n "$pidfile" ] && [ "$fd" = 3 ] || { echo "fake: no --pid FILE --fd 3" >&2; exit 2; }
+[ -S /proc/$$/fd/3 ] || { echo "fake: fd 3 is not a socket" >&2; exit 2; }
+)";
+    // A real daemonization: a background child (named passt-sleep, a link to
+    // sleep, so its comm says passt) keeps fd 3; the parent writes its pid
+    // and exits 0. In the foreground: write our own pid, become sleep.
+    good = write_script("fake-passt", prologue + R"(echo "fake passt starting" >&2
+if [ $fg = 1 ]; then echo $$ > "$pidfile"; exec sleep 1000; fi
+"${0%/*}/passt-sleep" 1000 </dev/null >/dev/null 2>&1 &
+echo $! > "$pidfile"
+exit 0
+)");
+    directory = std::filesystem::path(good).parent_path();
+    std::error_code ignored;
+    std::filesystem::create_symlink("/bin/sleep", directory / "passt-sleep", ignored);
+    fails = write_script("fake-passt-fails", prologue + R"(echo "Failed to send 60 bytes to syslog" >&2
+echo "fake-passt-fails: unrecognized option '--x'" >&2
+echo "Usage: fake-passt-fails [OPTION]..." >&2
+echo "  -d, --debug  Be verbose" >&2
+exit 1
+)");
+    never_ready = write_script("fake-passt-never-ready", prologue + "exec sleep 1000\n");
+    killed = write_script("fake-passt-killed", prologue + "echo 'about to die' >&2\nkill -9 $$\n");
+    no_pidfile = write_script("fake-passt-no-pidfile", prologue + "exit 0\n");
+    garbage_pidfile = write_script("fake-passt-garbage", prologue + "echo 'garbage' > \"$pidfile\"\nexit 0\n");
+    pid_one = write_script("fake-passt-pid-one", prologue + "echo 1 > \"$pidfile\"\nexit 0\n");
+    dead_pid = write_script("fake-passt-dead-pid", prologue + R"(sh -c 'exit 0' &
+dead=$!
+wait $dead
+echo $dead > "$pidfile"
+exit 0
+)");
+    // A live process that is not a passt (comm "sleep"); its pid also goes
+    // to a side file so that the test can end it.
+    // Until it has exec'd sleep, the forked child still bears this script's
+    // name (which the launcher accepts as "the binary we started"): wait.
+    not_passt = write_script("fake-passt-not-passt", prologue + R"sh(sleep 1000 </dev/null >/dev/null 2>&1 &
+while [ "$(cat /proc/$!/comm)" != sleep ]; do :; done
+echo $! > "$pidfile"
+echo $! > "$0.stray"
+exit 0
+)sh");
+  }
+};
+
+const fakes& fake() {
+  static const fakes f;
+  return f;
+}
+
+/// Per test: an io_context whose reactor is already warm, a private runtime
+/// directory, and at the end the checks that nothing leaked.
+struct env {
+  asio::io_context io;
+  std::filesystem::path runtime;
+  netpasst::launcher_config config;
+  std::size_t fds = 0;
+
+  env() {
+    fake();
+    // Warm-up: the reactor's descriptors (epoll, eventfd, timerfd) are made
+    // on first use and live as long as `io`.
+    unique_fd probe(::fcntl(0, F_DUPFD_CLOEXEC, 3));
+    asio::posix::stream_descriptor d(io, probe.release());
+    asio::steady_timer t(io, 1ms);
+    bool fired = false;
+    t.async_wait([&](std::error_code) { fired = true; });
+    run_until(io, [&] { return fired; });
+    d.close();
+    static int counter = 0;
+    runtime = fake().directory / ("runtime-" + std::to_string(++counter));
+    std::filesystem::create_directories(runtime);
+    config.runtime_directory = runtime;
+    config.start_timeout = 10s;
+    fds = fd_count();
+  }
+  ~env() {
+    io.restart();
+    io.poll();  // let aborted handlers run
+    CHECK(fd_count() == fds);
+    CHECK(children().empty());
+    CHECK(std::filesystem::is_empty(runtime));
+    std::error_code ignored;
+    std::filesystem::remove_all(runtime, ignored);
+  }
+};
+
+template <class Launcher> constexpr bool is_daemon = std::is_same_v<Launcher, netpasst::daemon_launcher>;
+
+/// What a successful launch must give, and what terminate must leave.
+void check_running_then_terminate(passt_process& p) {
+  REQUIRE(p.pid() > 1);
+  CHECK(p.pidfd() >= 0);
+  CHECK(p.running());
+  CHECK(alive(p.pid()));
+  CHECK(p.failure_message().empty());
+  const auto dir = p.private_directory();
+  CHECK(std::filesystem::is_directory(dir));
+  CHECK(std::filesystem::exists(dir / "passt.pid"));
+  unique_fd socket = p.take_socket();
+  REQUIRE(socket);
+  CHECK_FALSE(p.take_socket());  // handed over once
+  char byte;
+  CHECK(::recv(socket.get(), &byte, 1, MSG_DONTWAIT) == -1);  // peer (the fake's fd 3) still open
+  CHECK(errno == EAGAIN);
+  const pid_t pid = p.pid();
+  p.terminate(1s);
+  CHECK_FALSE(p.running());
+  CHECK_FALSE(alive(pid));
+  CHECK_FALSE(std::filesystem::exists(dir));
+  CHECK(p.private_directory().empty());
+  CHECK(::recv(socket.get(), &byte, 1, MSG_DONTWAIT) == 0);  // fd 3's only holder is gone
+  p.terminate(1s);  // idempotent
+}
+
+} // namespace
+
+TEMPLATE_TEST_CASE("a launch that succeeds gives a running process, socket and private directory", "",
+                   netpasst::daemon_launcher, netpasst::foreground_launcher) {
+  env e;
+  TestType launcher(e.io, e.config);
+  std::error_code ec;
+  passt_process p = launcher.launch({fake().good}, ec);
+  REQUIRE_FALSE(ec);
+  if constexpr (is_daemon<TestType>) {
+    CHECK(p.exit_status() == std::nullopt);  // the daemon is not our child
+  }
+  check_running_then_terminate(p);
+  if constexpr (!is_daemon<TestType>) CHECK(p.exit_status() == 128 + SIGTERM);
+  CHECK(p.error_output().find("fake passt starting") != std::string::npos);
+}
+
+TEMPLATE_TEST_CASE("destroying a running process ends it and removes its directory", "", netpasst::daemon_launcher,
+                   netpasst::foreground_launcher) {
+  env e;
+  TestType launcher(e.io, e.config);
+  pid_t pid = 0;
+  std::filesystem::path dir;
+  {
+    passt_process p = launcher.launch({fake().good});
+    pid = p.pid();
+    dir = p.private_directory();
+    REQUIRE(alive(pid));
+    passt_process moved = std::move(p);
+    CHECK(p.pid() == 0);
+    CHECK_FALSE(p.running());
+    CHECK(moved.pid() == pid);
+  }
+  CHECK_FALSE(alive(pid));
+  CHECK_FALSE(std::filesystem::exists(dir));
+}
+
+TEMPLATE_TEST_CASE("passt exiting with status 1 is passt_exited with its message", "", netpasst::daemon_launcher,
+                   netpasst::foreground_launcher) {
+  env e;
+  TestType launcher(e.io, e.config);
+  std::error_code ec;
+  passt_process p = launcher.launch({fake().fails, "--x"}, ec);
+  CHECK(ec == errc::passt_exited);
+  CHECK(p.exit_status() == 1);
+  CHECK(p.failure_message().find("unrecognized option '--x'") != std::string::npos);
+  CHECK(p.failure_message().find("status 1") != std::string::npos);
+  CHECK(p.error_output().find("Usage:") != std::string::npos);
+  CHECK(p.error_output().find("to syslog") == std::string::npos);  // noise dropped
+  CHECK(p.pid() == 0);
+  CHECK_FALSE(p.running());
+  CHECK_FALSE(p.take_socket());
+  CHECK(p.private_directory().empty());
+  std::error_code sig;
+  p.signal(SIGTERM, sig);
+  CHECK(sig == errc::not_running);
+
+  try {
+    launcher.launch({fake().fails, "--x"});
+    FAIL("no exception");
+  } catch (const netpasst::launch_error& error) {
+    CHECK(error.code() == errc::passt_exited);
+    CHECK(error.exit_status() == 1);
+    CHECK(std::string(error.what()).find("unrecognized option '--x'") != std::string::npos);
+    CHECK(error.error_output().find("Usage:") != std::string::npos);
+  }
+}
+
+TEMPLATE_TEST_CASE("passt killed by a signal before ready is passt_killed", "", netpasst::daemon_launcher,
+                   netpasst::foreground_launcher) {
+  env e;
+  TestType launcher(e.io, e.config);
+  std::error_code ec;
+  passt_process p = launcher.launch({fake().killed}, ec);
+  CHECK(ec == errc::passt_killed);
+  CHECK(p.exit_status() == 128 + SIGKILL);
+  CHECK(p.failure_message().find("signal 9") != std::string::npos);
+  CHECK(p.error_output().find("about to die") != std::string::npos);
+}
+
+TEMPLATE_TEST_CASE("passt never ready is start_timeout and is killed", "", netpasst::daemon_launcher,
+                   netpasst::foreground_launcher) {
+  env e;
+  e.config.start_timeout = 300ms;
+  TestType launcher(e.io, e.config);
+  std::error_code ec;
+  passt_process p = launcher.launch({fake().never_ready}, ec);
+  CHECK(ec == errc::start_timeout);
+  CHECK(p.pid() == 0);
+  CHECK_FALSE(p.running());
+  CHECK(p.failure_message().find("300 ms") != std::string::npos);
+}
+
+TEMPLATE_TEST_CASE("a missing binary is passt_not_found", "", netpasst::daemon_launcher,
+                   netpasst::foreground_launcher) {
+  env e;
+  TestType launcher(e.io, e.config);
+  std::error_code ec;
+  passt_process p = launcher.launch({"/nonexistent/passt"}, ec);
+  CHECK(ec == errc::passt_not_found);
+  CHECK(p.failure_message().find("/nonexistent/passt") != std::string::npos);
+  p = launcher.launch({"netpasst-no-such-passt"}, ec);
+  CHECK(ec == errc::passt_not_found);
+  p = launcher.launch({}, ec);
+  CHECK(ec == errc::passt_not_found);
+}
+
+TEST_CASE("daemon launcher: a pidfile without a pid above 1 is bad_pidfile") {
+  env e;
+  netpasst::daemon_launcher launcher(e.io, e.config);
+  std::error_code ec;
+  SECTION("no pidfile") {
+    passt_process p = launcher.launch({fake().no_pidfile}, ec);
+    CHECK(ec == errc::bad_pidfile);
+    CHECK(p.failure_message().find("no pidfile") != std::string::npos);
+  }
+  SECTION("garbage") {
+    passt_process p = launcher.launch({fake().garbage_pidfile}, ec);
+    CHECK(ec == errc::bad_pidfile);
+    CHECK(p.failure_message().find("garbage") != std::string::npos);
+  }
+  SECTION("pid 1") {
+    // Rejected before any pidfd is opened: the failed process holds nothing
+    // that could be signalled, and neither terminate nor signal reaches pid 1.
+    passt_process p = launcher.launch({fake().pid_one}, ec);
+    CHECK(ec == errc::bad_pidfile);
+    CHECK(p.pid() == 0);
+    CHECK(p.pidfd() == -1);
+    std::error_code sig;
+    p.signal(SIGTERM, sig);
+    CHECK(sig == errc::not_running);
+    p.terminate(10ms);
+    CHECK(alive(1));
+  }
+}
+
+TEST_CASE("daemon launcher: a pidfile naming no passt is process_gone") {
+  env e;
+  netpasst::daemon_launcher launcher(e.io, e.config);
+  std::error_code ec;
+  SECTION("a dead pid") {
+    passt_process p = launcher.launch({fake().dead_pid}, ec);
+    CHECK(ec == errc::process_gone);
+    CHECK(p.failure_message().find("names no running process") != std::string::npos);
+  }
+  SECTION("a live process that is not a passt, left alone") {
+    const std::string stray_file = fake().not_passt + ".stray";
+    passt_process p = launcher.launch({fake().not_passt}, ec);
+    CHECK(ec == errc::process_gone);
+    CHECK(p.failure_message().find("not a running passt") != std::string::npos);
+    pid_t stray = 0;
+    std::ifstream(stray_file) >> stray;
+    REQUIRE(stray > 1);
+    CHECK(alive(stray));  // not ours to kill: the launcher only refused it
+    unique_fd pidfd(netpasst::detail::pidfd_open(stray));
+    REQUIRE(pidfd);
+    netpasst::detail::pidfd_send_signal(pidfd.get(), SIGKILL);
+    CHECK(netpasst::detail::pidfd_exited(pidfd.get(), 10000));
+    std::filesystem::remove(stray_file);
+  }
+}
+
+TEMPLATE_TEST_CASE("async_launch with a callback", "", netpasst::daemon_launcher, netpasst::foreground_launcher) {
+  env e;
+  TestType launcher(e.io, e.config);
+  std::optional<std::error_code> result;
+  passt_process p;
+  launcher.async_launch({fake().good}, [&](std::error_code ec, passt_process launched) {
+    result = ec;
+    p = std::move(launched);
+  });
+  CHECK_FALSE(result);  // never completes inside the initiating call
+  REQUIRE(run_until(e.io, [&] { return result.has_value(); }));
+  REQUIRE_FALSE(*result);
+  check_running_then_terminate(p);
+
+  result.reset();
+  launcher.async_launch({fake().fails, "--x"}, [&](std::error_code ec, passt_process launched) {
+    result = ec;
+    p = std::move(launched);
+  });
+  REQUIRE(run_until(e.io, [&] { return result.has_value(); }));
+  CHECK(*result == errc::passt_exited);
+  CHECK(p.failure_message().find("unrecognized option '--x'") != std::string::npos);
+
+  result.reset();
+  launcher.async_launch({"/nonexistent/passt"}, [&](std::error_code ec, passt_process) { result = ec; });
+  CHECK_FALSE(result);
+  REQUIRE(run_until(e.io, [&] { return result.has_value(); }));
+  CHECK(*result == errc::passt_not_found);
+}
+
+TEMPLATE_TEST_CASE("async_launch with use_future, the io_context running in a thread", "", netpasst::daemon_launcher,
+                   netpasst::foreground_launcher) {
+  env e;
+  TestType launcher(e.io, e.config);
+  passt_process p, failed;
+  std::optional<std::error_code> failure;
+  {
+    e.io.restart();  // run_until left it stopped (out of work)
+    auto work = asio::make_work_guard(e.io);
+    std::thread runner([&] { e.io.run(); });
+    std::future<passt_process> ok = launcher.async_launch({fake().good}, asio::use_future);
+    std::future<passt_process> bad = launcher.async_launch({fake().fails, "--x"}, asio::use_future);
+    const bool ready = ok.wait_for(20s) == std::future_status::ready && bad.wait_for(20s) == std::future_status::ready;
+    if (ready) {
+      p = ok.get();
+      try {
+        failed = bad.get();
+      } catch (const std::system_error& error) {
+        failure = error.code();
+      }
+    }
+    work.reset();
+    e.io.stop();
+    runner.join();
+    REQUIRE(ready);
+  }
+  CHECK(failure == std::error_code(errc::passt_exited));
+  check_running_then_terminate(p);
+}
+
+#ifdef ASIO_HAS_CO_AWAIT
+TEMPLATE_TEST_CASE("async_launch with use_awaitable", "", netpasst::daemon_launcher, netpasst::foreground_launcher) {
+  env e;
+  TestType launcher(e.io, e.config);
+  passt_process p;
+  std::error_code launched, failed, waited;
+  int status = 0;
+  bool done = false;
+  asio::co_spawn(
+      e.io,
+      [&]() -> asio::awaitable<void> {
+        auto token = asio::experimental::as_tuple(asio::use_awaitable);
+        const std::vector<std::string> good{fake().good}, fails{fake().fails, "--x"};
+        std::tie(launched, p) = co_await launcher.async_launch(good, token);
+        std::tie(failed, std::ignore) = co_await launcher.async_launch(fails, token);
+        if (!launched) {
+          std::error_code ignored;
+          p.signal(SIGKILL, ignored);
+          std::tie(waited, status) = co_await p.async_wait_exit(e.io.get_executor(), token);
+        }
+        done = true;
+      },
+      asio::detached);
+  REQUIRE(run_until(e.io, [&] { return done; }));
+  CHECK_FALSE(launched);
+  CHECK(failed == errc::passt_exited);
+  CHECK_FALSE(waited);
+  CHECK(status == (is_daemon<TestType> ? -1 : 128 + SIGKILL));
+  CHECK_FALSE(p.running());
+  p.terminate(1s);
+}
+#endif
+
+TEMPLATE_TEST_CASE("async_wait_exit completes when passt is SIGKILLed", "", netpasst::daemon_launcher,
+                   netpasst::foreground_launcher) {
+  env e;
+  TestType launcher(e.io, e.config);
+  passt_process p = launcher.launch({fake().good});
+  const pid_t pid = p.pid();
+  const auto dir = p.private_directory();
+  std::optional<std::pair<std::error_code, int>> exit;
+  p.async_wait_exit(e.io.get_executor(), [&](std::error_code ec, int status) { exit.emplace(ec, status); });
+  e.io.restart();
+  e.io.poll();
+  CHECK_FALSE(exit);  // still running
+  std::error_code ec;
+  p.signal(SIGKILL, ec);
+  REQUIRE_FALSE(ec);
+  REQUIRE(run_until(e.io, [&] { return exit.has_value(); }));
+  CHECK_FALSE(exit->first);
+  CHECK(exit->second == (is_daemon<TestType> ? -1 : 128 + SIGKILL));
+  CHECK_FALSE(p.running());
+  CHECK_FALSE(alive(pid));
+  if constexpr (!is_daemon<TestType>) CHECK(p.exit_status() == 128 + SIGKILL);
+
+  // Waiting again on an exited process completes at once (through the executor).
+  exit.reset();
+  p.async_wait_exit(e.io.get_executor(), [&](std::error_code ec, int status) { exit.emplace(ec, status); });
+  CHECK_FALSE(exit);
+  REQUIRE(run_until(e.io, [&] { return exit.has_value(); }));
+  CHECK_FALSE(exit->first);
+
+  // async_terminate on the dead process: no error, everything removed.
+  std::optional<std::error_code> terminated;
+  p.async_terminate(e.io.get_executor(), 100ms, [&](std::error_code ec) { terminated = ec; });
+  CHECK_FALSE(terminated);
+  REQUIRE(run_until(e.io, [&] { return terminated.has_value(); }));
+  CHECK_FALSE(*terminated);
+  CHECK_FALSE(std::filesystem::exists(dir));
+  p.signal(SIGTERM, ec);
+  CHECK(ec == errc::not_running);
+}
+
+TEMPLATE_TEST_CASE("async_terminate stops a running passt; cancel aborts a wait", "", netpasst::daemon_launcher,
+                   netpasst::foreground_launcher) {
+  env e;
+  TestType launcher(e.io, e.config);
+  passt_process p = launcher.launch({fake().good});
+  const pid_t pid = p.pid();
+  const auto dir = p.private_directory();
+
+  std::optional<std::error_code> aborted;
+  p.async_wait_exit(e.io.get_executor(), [&](std::error_code ec, int) { aborted = ec; });
+  p.cancel();
+  REQUIRE(run_until(e.io, [&] { return aborted.has_value(); }));
+  CHECK(*aborted == asio::error::operation_aborted);
+  CHECK(p.running());
+
+  std::optional<std::error_code> terminated;
+  std::optional<std::error_code> exited;
+  p.async_wait_exit(e.io.get_executor(), [&](std::error_code ec, int) { exited = ec; });
+  p.async_terminate(e.io.get_executor(), 2s, [&](std::error_code ec) { terminated = ec; });
+  REQUIRE(run_until(e.io, [&] { return terminated.has_value() && exited.has_value(); }));
+  CHECK_FALSE(*terminated);
+  CHECK_FALSE(*exited);
+  CHECK_FALSE(alive(pid));
+  CHECK_FALSE(std::filesystem::exists(dir));
+}
+
+TEMPLATE_TEST_CASE("repeated launch and terminate leaks nothing", "", netpasst::daemon_launcher,
+                   netpasst::foreground_launcher) {
+  env e;
+  TestType launcher(e.io, e.config);
+  for (int i = 0; i < 20; ++i) {
+    passt_process p = launcher.launch({fake().good});
+    REQUIRE(p.running());
+    p.terminate(1s);
+    REQUIRE_FALSE(alive(p.pid()));
+  }
+}
