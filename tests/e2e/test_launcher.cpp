@@ -1,0 +1,298 @@
+// End-to-end: both launchers start the real passt (netpasst::e2e::passt_binary())
+// in the private network namespace e2e_main.cpp made. passt answers ARP for
+// the gateway over the socket it got as fd 3; terminate() ends it and removes
+// the private directory (handed to nobody, as we are root); 50 launch/
+// terminate cycles per launcher leave no descriptor, passt process or
+// directory; an option Debian's passt lacks fails with passt's own message.
+#include <netpasst/launcher/daemon.hpp>
+
+#include <netpasst/launcher/foreground.hpp>
+#include <netpasst/transport/stream.hpp>
+
+#include "e2e_env.hpp"
+
+#include <asio/io_context.hpp>
+#include <asio/posix/stream_descriptor.hpp>
+#include <asio/steady_timer.hpp>
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <array>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+using namespace std::chrono_literals;
+using netpasst::errc;
+using netpasst::frame_batch;
+using netpasst::passt_process;
+using bytes = std::vector<std::byte>;
+
+namespace {
+
+std::size_t fd_count() {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
+  return n;
+}
+
+/// "R", "S", "Z"...: the state of `pid`, empty when there is no such process.
+std::string state_of(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(in, line);
+  const auto paren = line.rfind(')');
+  return paren == std::string::npos || paren + 2 >= line.size() ? std::string{} : line.substr(paren + 2, 1);
+}
+
+/// Exited: no such process, or a zombie (a daemonized passt is re-parented to
+/// a pid 1 that may never reap it).
+bool gone(pid_t pid) {
+  const auto s = state_of(pid);
+  return s.empty() || s == "Z" || s == "X";
+}
+
+/// Live passt processes in this network namespace.
+std::size_t passt_count() {
+  struct stat mine {};
+  ::stat("/proc/self/ns/net", &mine);
+  std::size_t n = 0;
+  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+    const auto name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string comm;
+    std::getline(std::ifstream(e.path() / "comm"), comm);
+    struct stat ns {};
+    if (comm.rfind("passt", 0) == 0 && ::stat((e.path() / "ns/net").c_str(), &ns) == 0 && ns.st_ino == mine.st_ino &&
+        !gone(pid_t(std::stoi(name))))
+      ++n;
+  }
+  return n;
+}
+
+/// Children of this process, zombies included.
+std::size_t child_count() {
+  std::size_t n = 0;
+  const std::string self = std::to_string(::getpid());
+  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+    const auto name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string line;
+    std::getline(std::ifstream(e.path() / "stat"), line);
+    const auto paren = line.rfind(')');
+    if (paren == std::string::npos) continue;
+    std::string state, ppid;
+    std::istringstream(line.substr(paren + 2)) >> state >> ppid;
+    if (ppid == self) ++n;
+  }
+  return n;
+}
+
+constexpr std::array<unsigned char, 6> guest_mac = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
+constexpr std::array<unsigned char, 4> guest_ip = {192, 0, 2, 10};
+constexpr std::array<unsigned char, 4> gateway_ip = {192, 0, 2, 1};
+
+bytes arp_request() {
+  std::vector<unsigned char> f(6, 0xff);
+  f.insert(f.end(), guest_mac.begin(), guest_mac.end());
+  f.insert(f.end(), {0x08, 0x06, 0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, 0x01});
+  f.insert(f.end(), guest_mac.begin(), guest_mac.end());
+  f.insert(f.end(), guest_ip.begin(), guest_ip.end());
+  f.insert(f.end(), 6, 0x00);
+  f.insert(f.end(), gateway_ip.begin(), gateway_ip.end());
+  bytes out(f.size());
+  std::memcpy(out.data(), f.data(), f.size());
+  return out;
+}
+
+/// Sends an ARP request for the gateway and waits (10 s at most) for passt's reply.
+bool gateway_answers(asio::io_context& io, netpasst::stream_transport& t) {
+  std::error_code ec;
+  if (!t.try_send(arp_request(), ec)) return false;
+  bool answered = false, failed = false;
+  std::function<void()> loop = [&] {
+    t.async_receive([&](std::error_code e, frame_batch batch) {
+      if (e) return void(failed = true);
+      for (auto f : batch) {
+        const auto* p = reinterpret_cast<const unsigned char*>(f.data());
+        if (f.size() >= 42 && p[12] == 0x08 && p[13] == 0x06 && p[21] == 2 &&
+            std::memcmp(p + 28, gateway_ip.data(), 4) == 0 && std::memcmp(p + 38, guest_ip.data(), 4) == 0)
+          return void(answered = true);
+      }
+      loop();
+    });
+  };
+  loop();
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (!answered && !failed && std::chrono::steady_clock::now() < deadline) {
+    io.restart();
+    io.run_one_for(100ms);
+  }
+  return answered;
+}
+
+/// Per test: a warm reactor, a runtime directory nobody can traverse into,
+/// and the leak checks at the end.
+struct env {
+  asio::io_context io;
+  std::filesystem::path runtime;
+  netpasst::launcher_config config;
+  std::size_t fds = 0, passts = 0;
+
+  env() {
+    asio::steady_timer timer(io, 0ms);
+    timer.wait();
+    asio::posix::stream_descriptor probe(io, ::fcntl(0, F_DUPFD_CLOEXEC, 3));
+    probe.close();
+    runtime = std::filesystem::temp_directory_path() / ("netpasst-e2e-launcher-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(runtime);
+    std::filesystem::permissions(runtime, std::filesystem::perms::owner_all | std::filesystem::perms::group_exec |
+                                              std::filesystem::perms::others_exec);
+    config.runtime_directory = runtime;
+    fds = fd_count();
+    passts = passt_count();
+  }
+  ~env() {
+    io.restart();
+    io.poll();
+    CHECK(fd_count() == fds);
+    CHECK(passt_count() == passts);
+    CHECK(child_count() == 0);
+    CHECK(std::filesystem::is_empty(runtime));
+    std::error_code ignored;
+    std::filesystem::remove_all(runtime, ignored);
+  }
+};
+
+template <class Launcher> constexpr bool is_daemon = std::is_same_v<Launcher, netpasst::daemon_launcher>;
+
+} // namespace
+
+TEMPLATE_TEST_CASE("real passt: launched, answers ARP on its socket, terminated with its directory", "",
+                   netpasst::daemon_launcher, netpasst::foreground_launcher) {
+  if (!netpasst::e2e::in_private_netns) {
+    WARN("not in the private network namespace (needs root): skipped");
+    return;
+  }
+  env e;
+  TestType launcher(e.io, e.config);
+  std::error_code ec;
+  passt_process p = launcher.launch({netpasst::e2e::passt_binary(), "--quiet"}, ec);
+  REQUIRE_FALSE(ec);
+  INFO(p.failure_message() << p.error_output());
+  const pid_t pid = p.pid();
+  REQUIRE(pid > 1);
+  CHECK(p.running());
+  CHECK(passt_count() == e.passts + 1);
+  if constexpr (is_daemon<TestType>) CHECK(p.exit_status() == std::nullopt);
+
+  // As root, the private directory belongs to the user passt drops to.
+  const auto dir = p.private_directory();
+  REQUIRE(dir.parent_path() == e.runtime);
+  struct stat st {};
+  REQUIRE(::stat(dir.c_str(), &st) == 0);
+  const passwd* nobody = ::getpwnam("nobody");
+  REQUIRE(nobody);
+  CHECK(st.st_uid == nobody->pw_uid);
+  CHECK(std::filesystem::exists(dir / "passt.pid"));
+
+  {
+    netpasst::stream_transport t(e.io, p.take_socket());
+    CHECK(gateway_answers(e.io, t));
+  }
+
+  p.terminate(2s);
+  CHECK_FALSE(p.running());
+  CHECK(gone(pid));
+  CHECK_FALSE(std::filesystem::exists(dir));
+}
+
+TEMPLATE_TEST_CASE("real passt: asynchronous launch, async_wait_exit after SIGKILL, async_terminate", "",
+                   netpasst::daemon_launcher, netpasst::foreground_launcher) {
+  if (!netpasst::e2e::in_private_netns) {
+    WARN("not in the private network namespace (needs root): skipped");
+    return;
+  }
+  env e;
+  TestType launcher(e.io, e.config);
+  std::optional<std::error_code> launched;
+  passt_process p;
+  launcher.async_launch({netpasst::e2e::passt_binary(), "--quiet"}, [&](std::error_code ec, passt_process r) {
+    launched = ec;
+    p = std::move(r);
+  });
+  const auto until = [&](const std::function<bool()>& done) {
+    const auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (!done() && std::chrono::steady_clock::now() < deadline) e.io.restart(), e.io.run_one_for(100ms);
+    return done();
+  };
+  REQUIRE(until([&] { return launched.has_value(); }));
+  REQUIRE_FALSE(*launched);
+  const pid_t pid = p.pid();
+  const auto dir = p.private_directory();
+  std::optional<int> status;
+  p.async_wait_exit(e.io.get_executor(), [&](std::error_code ec, int s) {
+    CHECK_FALSE(ec);
+    status = s;
+  });
+  std::error_code ec;
+  p.signal(SIGKILL, ec);
+  REQUIRE_FALSE(ec);
+  REQUIRE(until([&] { return status.has_value(); }));
+  CHECK(*status == (is_daemon<TestType> ? -1 : 128 + SIGKILL));
+  CHECK(gone(pid));
+  std::optional<std::error_code> terminated;
+  p.async_terminate(e.io.get_executor(), 500ms, [&](std::error_code ec) { terminated = ec; });
+  REQUIRE(until([&] { return terminated.has_value(); }));
+  CHECK_FALSE(*terminated);
+  CHECK_FALSE(std::filesystem::exists(dir));
+}
+
+TEMPLATE_TEST_CASE("real passt: 50 launch/terminate cycles leave no descriptor, process or directory", "",
+                   netpasst::daemon_launcher, netpasst::foreground_launcher) {
+  if (!netpasst::e2e::in_private_netns) {
+    WARN("not in the private network namespace (needs root): skipped");
+    return;
+  }
+  env e;
+  TestType launcher(e.io, e.config);
+  for (int i = 0; i < 50; ++i) {
+    std::error_code ec;
+    passt_process p = launcher.launch({netpasst::e2e::passt_binary(), "--quiet"}, ec);
+    INFO("cycle " << i << ": " << p.failure_message());
+    REQUIRE_FALSE(ec);
+    REQUIRE(p.running());
+    const pid_t pid = p.pid();
+    p.terminate(2s);
+    REQUIRE(gone(pid));
+  }
+}
+
+TEMPLATE_TEST_CASE("real passt: an unsupported option is passt_exited with passt's message", "",
+                   netpasst::daemon_launcher, netpasst::foreground_launcher) {
+  if (!netpasst::e2e::in_private_netns) {
+    WARN("not in the private network namespace (needs root): skipped");
+    return;
+  }
+  env e;
+  TestType launcher(e.io, e.config);
+  std::error_code ec;
+  passt_process p = launcher.launch({netpasst::e2e::passt_binary(), "--quiet", "--fqdn", "x"}, ec);
+  CHECK(ec == errc::passt_exited);
+  CHECK(p.exit_status() == 1);
+  CHECK(p.failure_message().find("unrecognized option") != std::string::npos);
+  CHECK(p.failure_message().find("--fqdn") != std::string::npos);
+  CHECK_FALSE(p.running());
+  CHECK(p.private_directory().empty());
+}
