@@ -244,11 +244,11 @@ TEST_CASE("mini_guest: a dropped DISCOVER is retransmitted") {
   CHECK(lease.value.address == guest_ip);
 }
 
-TEST_CASE("mini_guest: NAK ends DHCP with errc::dhcp_nak") {
+TEST_CASE("mini_guest: NAK ends DHCP with guest_errc::dhcp_nak") {
   bench b;
   b.passt.nak = true;
   const auto lease = b.dhcp();
-  CHECK(lease.ec == errc::dhcp_nak);
+  CHECK(lease.ec == guest_errc::dhcp_nak);
   CHECK_FALSE(b.guest.lease());
 }
 
@@ -261,11 +261,11 @@ TEST_CASE("mini_guest: an OFFER with the wrong xid is ignored") {
   CHECK(b.passt.requests == 1);
 }
 
-TEST_CASE("mini_guest: every operation times out with errc::guest_timeout") {
+TEST_CASE("mini_guest: every operation times out with guest_errc::guest_timeout") {
   bench b;
   b.passt.dhcp = false;
   auto lease = b.dhcp();
-  CHECK(lease.ec == errc::guest_timeout);
+  CHECK(lease.ec == guest_errc::guest_timeout);
 
   b.passt.dhcp = true;
   lease = b.dhcp();
@@ -273,16 +273,16 @@ TEST_CASE("mini_guest: every operation times out with errc::guest_timeout") {
   b.passt.arp = b.passt.icmp = false;
   const auto requests_before = b.guest.counters().frames_sent;
   const auto mac = b.arp(gateway_ip);
-  CHECK(mac.ec == errc::guest_timeout);
+  CHECK(mac.ec == guest_errc::guest_timeout);
   CHECK(b.guest.counters().frames_sent - requests_before >= 2); // retransmitted
-  CHECK(b.udp("nobody listens", 9).ec == errc::guest_timeout);
-  CHECK(b.ping().ec == errc::guest_timeout);
+  CHECK(b.udp("nobody listens", 9).ec == guest_errc::guest_timeout);
+  CHECK(b.ping().ec == guest_errc::guest_timeout);
 }
 
 TEST_CASE("mini_guest: UDP and ping need an address") {
   bench b;
-  CHECK(b.udp("x").ec == errc::no_address);
-  CHECK(b.ping().ec == errc::no_address);
+  CHECK(b.udp("x").ec == guest_errc::no_address);
+  CHECK(b.ping().ec == guest_errc::no_address);
   CHECK_FALSE(b.guest.busy());
   dhcp_lease manual;
   manual.address = guest_ip;
@@ -417,7 +417,7 @@ TEST_CASE("mini_guest: use_future with the io_context on another thread") {
     timeout.get();
     FAIL("no error");
   } catch (const std::system_error& e) {
-    CHECK(e.code() == errc::guest_timeout);
+    CHECK(e.code() == guest_errc::guest_timeout);
   }
   work.reset();
   b.io.stop();

@@ -10,6 +10,7 @@
 
 using namespace netpasst::packet;
 using netpasst::errc;
+using netpasst::guest_errc;
 using bytes = std::vector<std::byte>;
 
 namespace {
@@ -107,7 +108,7 @@ TEST_CASE("Ethernet header") {
   CHECK(e.payload.size() == 46);
   std::error_code ec;
   parse_ethernet(std::span(f).first(13), ec);
-  CHECK(ec == errc::packet_truncated);
+  CHECK(ec == guest_errc::packet_truncated);
   CHECK_THROWS_AS(parse_ethernet(std::span(f).first(0)), std::system_error);
   bytes small(13);
   CHECK(write_ethernet_header(small, passt_mac, guest_mac, 1) == 0);
@@ -131,16 +132,16 @@ TEST_CASE("ARP: known bytes; round trip; refusals") {
   const auto payload = parse_ethernet(f).payload;
   for (std::size_t n = 0; n < 28; ++n) {
     parse_arp(payload.first(n), ec);
-    CHECK(ec == errc::packet_truncated);
+    CHECK(ec == guest_errc::packet_truncated);
   }
   bytes bad(payload.begin(), payload.end());
   bad[1] = std::byte{6}; // IEEE 802 hardware
   parse_arp(bad, ec);
-  CHECK(ec == errc::unsupported_packet);
+  CHECK(ec == guest_errc::unsupported_packet);
   bad.assign(payload.begin(), payload.end());
   bad[7] = std::byte{3}; // RARP request
   parse_arp(bad, ec);
-  CHECK(ec == errc::malformed_packet);
+  CHECK(ec == guest_errc::malformed_packet);
   CHECK(build_arp_frame(std::span(f).first(41), request, mac_address::broadcast()) == 0);
 }
 
@@ -191,7 +192,7 @@ TEST_CASE("IPv4 refusals") {
   std::error_code ec;
   for (std::size_t n = 0; n < packet.size(); ++n) {
     parse_ipv4(std::span(packet).first(n), ec);
-    CHECK(ec == errc::packet_truncated);
+    CHECK(ec == guest_errc::packet_truncated);
   }
   auto with = [&](std::size_t at, int value) {
     bytes p = packet;
@@ -199,18 +200,18 @@ TEST_CASE("IPv4 refusals") {
     parse_ipv4(p, ec);
     return ec;
   };
-  CHECK(with(0, 0x65) == errc::malformed_packet); // version 6
-  CHECK(with(0, 0x44) == errc::malformed_packet); // IHL 4
-  CHECK(with(0, 0x4f) == errc::packet_truncated); // IHL 15 > buffer
-  CHECK(with(3, 19) == errc::malformed_packet);   // total < header
-  CHECK(with(8, 63) == errc::bad_checksum);       // TTL changed
+  CHECK(with(0, 0x65) == guest_errc::malformed_packet); // version 6
+  CHECK(with(0, 0x44) == guest_errc::malformed_packet); // IHL 4
+  CHECK(with(0, 0x4f) == guest_errc::packet_truncated); // IHL 15 > buffer
+  CHECK(with(3, 19) == guest_errc::malformed_packet);   // total < header
+  CHECK(with(8, 63) == guest_errc::bad_checksum);       // TTL changed
   bytes fragment = packet;                        // MF set, checksum fixed
   fragment[6] = std::byte{0x20};
   fragment[10] = fragment[11] = std::byte{0};
   const std::uint16_t sum = internet_checksum(std::span(fragment).first(20));
   fragment[10] = std::byte(sum >> 8), fragment[11] = std::byte(sum);
   parse_ipv4(fragment, ec);
-  CHECK(ec == errc::unsupported_packet);
+  CHECK(ec == guest_errc::unsupported_packet);
   CHECK_THROWS_AS(parse_ipv4(std::span(packet).first(3)), std::system_error);
 }
 
@@ -230,20 +231,20 @@ TEST_CASE("UDP refusals; zero checksum accepted") {
   CHECK_FALSE(udp_error(g));
   g = f;
   g[45] ^= std::byte{1}; // payload changed
-  CHECK(udp_error(g) == errc::bad_checksum);
+  CHECK(udp_error(g) == guest_errc::bad_checksum);
   g = f;
   g[38] = std::byte{0}, g[39] = std::byte{7}; // UDP length 7
-  CHECK(udp_error(g) == errc::malformed_packet);
+  CHECK(udp_error(g) == guest_errc::malformed_packet);
   g[39] = std::byte{13}; // UDP length 13 > 12 carried
-  CHECK(udp_error(g) == errc::packet_truncated);
+  CHECK(udp_error(g) == guest_errc::packet_truncated);
 
   ipv4_view ip = parse_ipv4(parse_ethernet(f).payload);
   ip.payload = ip.payload.first(7);
   parse_udp(ip, ec);
-  CHECK(ec == errc::packet_truncated);
+  CHECK(ec == guest_errc::packet_truncated);
   ip.protocol = ip_protocol_icmp;
   parse_udp(ip, ec);
-  CHECK(ec == errc::unsupported_packet);
+  CHECK(ec == guest_errc::unsupported_packet);
 }
 
 TEST_CASE("ICMP echo: known checksum; round trip; refusals") {
@@ -264,17 +265,17 @@ TEST_CASE("ICMP echo: known checksum; round trip; refusals") {
   ipv4_view short_ip = ip;
   short_ip.payload = ip.payload.first(7);
   parse_icmp_echo(short_ip, ec);
-  CHECK(ec == errc::packet_truncated);
+  CHECK(ec == guest_errc::packet_truncated);
   ipv4_view udp_ip = ip;
   udp_ip.protocol = ip_protocol_udp;
   parse_icmp_echo(udp_ip, ec);
-  CHECK(ec == errc::unsupported_packet);
+  CHECK(ec == guest_errc::unsupported_packet);
   bytes bad(ip.payload.begin(), ip.payload.end());
   bad[8] ^= std::byte{0xff};
   ipv4_view bad_ip = ip;
   bad_ip.payload = bad;
   parse_icmp_echo(bad_ip, ec);
-  CHECK(ec == errc::bad_checksum);
+  CHECK(ec == guest_errc::bad_checksum);
   bytes unreachable(ip.payload.begin(), ip.payload.end()); // type 3, checksum fixed
   unreachable[0] = std::byte{3};
   unreachable[2] = unreachable[3] = std::byte{0};
@@ -282,7 +283,7 @@ TEST_CASE("ICMP echo: known checksum; round trip; refusals") {
   unreachable[2] = std::byte(sum >> 8), unreachable[3] = std::byte(sum);
   bad_ip.payload = unreachable;
   parse_icmp_echo(bad_ip, ec);
-  CHECK(ec == errc::unsupported_packet);
+  CHECK(ec == guest_errc::unsupported_packet);
 }
 
 TEST_CASE("Domain search: known bytes with a compression pointer") {
@@ -317,23 +318,23 @@ TEST_CASE("Domain search: malformed lists are refused") {
     auto names = decode(b, ec);
     return names.empty() ? ec : std::error_code{};
   };
-  CHECK(refused(make({0xc0, 0x00})) == errc::malformed_packet);            // points at itself
-  CHECK(refused(make({1, 'a', 0xc0, 0x00})) == errc::malformed_packet);     // into its own name
-  CHECK(refused(make({1, 'a', 0, 0xc0, 0x05, 1, 'b', 0})) == errc::malformed_packet); // forward
+  CHECK(refused(make({0xc0, 0x00})) == guest_errc::malformed_packet);            // points at itself
+  CHECK(refused(make({1, 'a', 0xc0, 0x00})) == guest_errc::malformed_packet);     // into its own name
+  CHECK(refused(make({1, 'a', 0, 0xc0, 0x05, 1, 'b', 0})) == guest_errc::malformed_packet); // forward
   // Two pointers bouncing: name 2 -> name 1's pointer -> name 2.
-  CHECK(refused(make({1, 'a', 0xc0, 0x04, 1, 'b', 0xc0, 0x00})) == errc::malformed_packet);
-  CHECK(refused(make({1, 'a', 0, 0xc0})) == errc::packet_truncated);        // half a pointer
-  CHECK(refused(make({5, 'a', 'b'})) == errc::packet_truncated);            // label past the end
-  CHECK(refused(make({1, 'a'})) == errc::packet_truncated);                 // no terminator
-  CHECK(refused(make({0x41, 'a', 0})) == errc::malformed_packet);           // label type 01
-  CHECK(refused(make({0x80, 0})) == errc::malformed_packet);                // label type 10
+  CHECK(refused(make({1, 'a', 0xc0, 0x04, 1, 'b', 0xc0, 0x00})) == guest_errc::malformed_packet);
+  CHECK(refused(make({1, 'a', 0, 0xc0})) == guest_errc::packet_truncated);        // half a pointer
+  CHECK(refused(make({5, 'a', 'b'})) == guest_errc::packet_truncated);            // label past the end
+  CHECK(refused(make({1, 'a'})) == guest_errc::packet_truncated);                 // no terminator
+  CHECK(refused(make({0x41, 'a', 0})) == guest_errc::malformed_packet);           // label type 01
+  CHECK(refused(make({0x80, 0})) == guest_errc::malformed_packet);                // label type 10
   bytes long_name;
   for (int i = 0; i < 5; ++i) {
     long_name.push_back(std::byte{63});
     long_name.insert(long_name.end(), 63, std::byte{'x'});
   }
   long_name.push_back(std::byte{0});
-  CHECK(refused(long_name) == errc::malformed_packet); // 321 bytes > 255
+  CHECK(refused(long_name) == guest_errc::malformed_packet); // 321 bytes > 255
   CHECK(decode(bytes{}, ec).empty());
   CHECK_FALSE(ec);
 
@@ -452,15 +453,15 @@ TEST_CASE("DHCP: a client DISCOVER frame") {
 
 TEST_CASE("DHCP: malformed messages are refused") {
   const bytes good = dhcp_ack();
-  for (std::size_t n = 0; n < 240; ++n) CHECK(dhcp_error(bytes(good.begin(), good.begin() + long(n))) == errc::packet_truncated);
+  for (std::size_t n = 0; n < 240; ++n) CHECK(dhcp_error(bytes(good.begin(), good.begin() + long(n))) == guest_errc::packet_truncated);
   auto changed = [&](std::size_t at, int value) {
     bytes b = good;
     b[at] = std::byte(value);
     return dhcp_error(b);
   };
-  CHECK(changed(236, 0) == errc::malformed_packet); // cookie
-  CHECK(changed(0, 3) == errc::malformed_packet);   // op
-  CHECK(changed(1, 6) == errc::unsupported_packet); // htype
+  CHECK(changed(236, 0) == guest_errc::malformed_packet); // cookie
+  CHECK(changed(0, 3) == guest_errc::malformed_packet);   // op
+  CHECK(changed(1, 6) == guest_errc::unsupported_packet); // htype
   auto with_options = [&](std::initializer_list<int> options) {
     bytes b = bootreply_fixed();
     append(b, make(options));
@@ -468,21 +469,21 @@ TEST_CASE("DHCP: malformed messages are refused") {
   };
   CHECK(with_options({53, 1, 5, 255}) == std::error_code{});
   CHECK(with_options({53, 1, 5}) == std::error_code{}); // no end option: tolerated
-  CHECK(with_options({53, 2, 5}) == errc::packet_truncated);
-  CHECK(with_options({53}) == errc::packet_truncated);
-  CHECK(with_options({53, 2, 5, 5, 255}) == errc::malformed_packet);
-  CHECK(with_options({53, 1, 9, 255}) == errc::malformed_packet);
-  CHECK(with_options({53, 1, 0, 255}) == errc::malformed_packet);
-  CHECK(with_options({1, 3, 255, 255, 255, 255}) == errc::malformed_packet);
-  CHECK(with_options({54, 0, 255}) == errc::malformed_packet);
-  CHECK(with_options({3, 5, 1, 2, 3, 4, 5, 255}) == errc::malformed_packet);
-  CHECK(with_options({6, 0, 255}) == errc::malformed_packet);
-  CHECK(with_options({26, 2, 0, 67, 255}) == errc::malformed_packet);
-  CHECK(with_options({26, 1, 5, 255}) == errc::malformed_packet);
-  CHECK(with_options({51, 2, 0, 0, 255}) == errc::malformed_packet);
-  CHECK(with_options({52, 1, 4, 255}) == errc::malformed_packet);
-  CHECK(with_options({119, 2, 0xc0, 0x00, 255}) == errc::malformed_packet);
-  CHECK(with_options({119, 2, 1, 'a', 255}) == errc::packet_truncated);
+  CHECK(with_options({53, 2, 5}) == guest_errc::packet_truncated);
+  CHECK(with_options({53}) == guest_errc::packet_truncated);
+  CHECK(with_options({53, 2, 5, 5, 255}) == guest_errc::malformed_packet);
+  CHECK(with_options({53, 1, 9, 255}) == guest_errc::malformed_packet);
+  CHECK(with_options({53, 1, 0, 255}) == guest_errc::malformed_packet);
+  CHECK(with_options({1, 3, 255, 255, 255, 255}) == guest_errc::malformed_packet);
+  CHECK(with_options({54, 0, 255}) == guest_errc::malformed_packet);
+  CHECK(with_options({3, 5, 1, 2, 3, 4, 5, 255}) == guest_errc::malformed_packet);
+  CHECK(with_options({6, 0, 255}) == guest_errc::malformed_packet);
+  CHECK(with_options({26, 2, 0, 67, 255}) == guest_errc::malformed_packet);
+  CHECK(with_options({26, 1, 5, 255}) == guest_errc::malformed_packet);
+  CHECK(with_options({51, 2, 0, 0, 255}) == guest_errc::malformed_packet);
+  CHECK(with_options({52, 1, 4, 255}) == guest_errc::malformed_packet);
+  CHECK(with_options({119, 2, 0xc0, 0x00, 255}) == guest_errc::malformed_packet);
+  CHECK(with_options({119, 2, 1, 'a', 255}) == guest_errc::packet_truncated);
   CHECK_THROWS_AS(parse_dhcp(bytes(10)), std::system_error);
 }
 

@@ -18,7 +18,7 @@
 ///   new one with `errc::operation_in_progress` and leaves the running one
 ///   alone.
 /// - Every operation has a deadline (`mini_guest_config`); when it passes the
-///   operation completes with `errc::guest_timeout`. DHCP and ARP requests are
+///   operation completes with `guest_errc::guest_timeout`. DHCP and ARP requests are
 ///   retransmitted every `retransmit_interval`; UDP and ICMP requests are sent
 ///   once (again at the next interval only if the transport refused them with
 ///   `errc::would_block`).
@@ -34,10 +34,13 @@
 ///
 /// Lifetime: the guest refers to the transport and does not own it; the
 /// transport must outlive the guest. Destroying the guest ends a running
-/// operation with `asio::error::operation_aborted` and, if the transport has
-/// a `cancel()` member (the stream and memory transports do), cancels the
-/// receive it left pending; otherwise that receive completes when the next
-/// frame arrives and the frame is dropped.
+/// operation with `asio::error::operation_aborted` and cancels the receive it
+/// left pending through that receive's own cancellation slot (other pending
+/// operations on the transport are not touched).
+///
+/// Cancellation: each operation honours its token's cancellation slot
+/// (terminal, partial, total): the operation ends with
+/// `asio::error::operation_aborted` and the guest keeps receiving.
 
 #include <netpasst/concepts.hpp>
 #include <netpasst/error.hpp>
@@ -165,9 +168,9 @@ public:
   /// Gets a lease: DISCOVER, OFFER, REQUEST, ACK, with retransmission every
   /// `retransmit_interval` and `dhcp_timeout` overall. On success the lease
   /// becomes `lease()`. Completion: `void(std::error_code, dhcp_lease)`.
-  /// Errors: `errc::dhcp_nak`, `errc::guest_timeout`,
+  /// Errors: `guest_errc::dhcp_nak`, `guest_errc::guest_timeout`,
   /// `errc::operation_in_progress`, `asio::error::operation_aborted`, a
-  /// transport error, or `errc::malformed_packet` for an ACK whose subnet
+  /// transport error, or `guest_errc::malformed_packet` for an ACK whose subnet
   /// mask is not contiguous.
   template <asio::completion_token_for<void(std::error_code, dhcp_lease)> Token =
                 asio::default_completion_token_t<executor_type>>
@@ -177,7 +180,7 @@ public:
   /// 0.0.0.0 without one), retransmitted every `retransmit_interval` until
   /// `arp_timeout`. The answer is cached for later sends.
   /// Completion: `void(std::error_code, packet::mac_address)`. Errors:
-  /// `errc::guest_timeout`, `errc::operation_in_progress`,
+  /// `guest_errc::guest_timeout`, `errc::operation_in_progress`,
   /// `asio::error::operation_aborted`, a transport error.
   template <asio::completion_token_for<void(std::error_code, packet::mac_address)> Token =
                 asio::default_completion_token_t<executor_type>>
@@ -187,9 +190,9 @@ public:
   /// Sends `payload` (copied at once) in one UDP datagram from our address to
   /// `destination`:`port` and waits until `udp_timeout` for a datagram from
   /// that endpoint to our source port. Completion:
-  /// `void(std::error_code, udp_reply)`. Errors: `errc::no_address` (no
+  /// `void(std::error_code, udp_reply)`. Errors: `guest_errc::no_address` (no
   /// lease), `std::errc::message_size` (payload over `packet::max_udp_payload`),
-  /// `errc::guest_timeout`, `errc::operation_in_progress`,
+  /// `guest_errc::guest_timeout`, `errc::operation_in_progress`,
   /// `asio::error::operation_aborted`, a transport error.
   template <asio::completion_token_for<void(std::error_code, udp_reply)> Token =
                 asio::default_completion_token_t<executor_type>>

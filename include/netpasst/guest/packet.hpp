@@ -9,9 +9,9 @@
 ///   a view (spans into `bytes`, valid as long as `bytes` is) or, for DHCP, a
 ///   value. Malformed input is refused with `ec` set and a default-constructed
 ///   result; the errors are in error.hpp's guest group:
-///   `errc::packet_truncated` (shorter than a header or length field says),
-///   `errc::bad_checksum`, `errc::malformed_packet` (a field the format
-///   forbids), `errc::unsupported_packet` (well formed, but outside what these
+///   `guest_errc::packet_truncated` (shorter than a header or length field says),
+///   `guest_errc::bad_checksum`, `guest_errc::malformed_packet` (a field the format
+///   forbids), `guest_errc::unsupported_packet` (well formed, but outside what these
 ///   codecs handle: IPv4 fragments, non-Ethernet ARP, ICMP other than echo,
 ///   non-Ethernet BOOTP). `parse_X(bytes)` is the throwing form
 ///   (`std::system_error` carrying the same code).
@@ -24,6 +24,7 @@
 /// precondition on the input.
 
 #include <netpasst/error.hpp>
+#include <netpasst/guest/error.hpp>
 
 #include <asio/ip/address_v4.hpp>
 

@@ -4,6 +4,9 @@
 #include <netpasst/guest/mini_guest.hpp>
 
 #include <asio/basic_waitable_timer.hpp>
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/cancellation_signal.hpp>
+#include <asio/cancellation_type.hpp>
 #include <asio/compose.hpp>
 #include <asio/error.hpp>
 #include <asio/post.hpp>
@@ -47,6 +50,7 @@ public:
   std::optional<dhcp_lease> lease;
   mini_guest_counters counters;
   bool receiving = false, detached = false;
+  asio::cancellation_signal receive_cancel;  ///< Ends the guest's own pending receive, nothing else.
 
   // The running operation and its results.
   guest_op_kind kind = guest_op_kind::none;
@@ -61,13 +65,14 @@ public:
   void start_receiving() {
     if (receiving || detached) return;
     receiving = true;
-    transport->async_receive([self = this->shared_from_this()](std::error_code ec, frame_batch batch) {
-      self->receiving = false;
-      if (self->detached) return; // the transport may be gone: touch nothing
-      if (ec) return self->finish(ec);
-      for (frame f : batch) self->handle(f);
-      self->start_receiving();
-    });
+    transport->async_receive(asio::bind_cancellation_slot(
+        receive_cancel.slot(), [self = this->shared_from_this()](std::error_code ec, frame_batch batch) {
+          self->receiving = false;
+          if (self->detached) return;  // the transport may be gone: touch nothing
+          if (ec) return self->finish(ec);
+          for (frame f : batch) self->handle(f);
+          self->start_receiving();
+        }));
   }
 
   /// Starts `request` (the caller checked that none runs): sends the first
@@ -85,7 +90,7 @@ public:
       case guest_op_kind::arp: timeout = config.arp_timeout; break;
       case guest_op_kind::udp:
         timeout = config.udp_timeout;
-        if (!lease) return errc::no_address;
+        if (!lease) return guest_errc::no_address;
         if (request_.payload.size() > packet::max_udp_payload) return std::make_error_code(std::errc::message_size);
         source_port_ = config.udp_source_port;
         if (source_port_ == 0) {
@@ -95,7 +100,7 @@ public:
         break;
       case guest_op_kind::ping:
         timeout = config.ping_timeout;
-        if (!lease) return errc::no_address;
+        if (!lease) return guest_errc::no_address;
         ++sequence_;
         break;
       case guest_op_kind::none: break;
@@ -116,7 +121,7 @@ public:
   /// The timer fired: time out, or retransmit.
   void tick() {
     const auto now = clock::now();
-    if (now >= deadline_) return finish(errc::guest_timeout);
+    if (now >= deadline_) return finish(guest_errc::guest_timeout);
     if (now < next_tick_) return;
     next_tick_ = now + config.retransmit_interval;
     const bool retransmits = kind == guest_op_kind::dhcp || kind == guest_op_kind::arp;
@@ -245,7 +250,7 @@ private:
       }
     } else if (ip.protocol == packet::ip_protocol_icmp && for_us) {
       const packet::icmp_echo_view echo = packet::parse_icmp_echo(ip, ec);
-      if (ec == errc::bad_checksum || ec == errc::packet_truncated) return void(++counters.frames_malformed);
+      if (ec == guest_errc::bad_checksum || ec == guest_errc::packet_truncated) return void(++counters.frames_malformed);
       if (!ec && kind == guest_op_kind::ping && !done && echo.type == packet::icmp_type::echo_reply &&
           ip.source == request_.target && echo.identifier == config.icmp_identifier && echo.sequence == sequence_) {
         rtt = clock::now() - sent_at_;
@@ -283,7 +288,7 @@ private:
     if (m.op != 2 || m.xid != xid_ || m.client_mac != config.mac || !m.message_type)
       return void(++counters.frames_ignored);
     using type = packet::dhcp_message_type;
-    if (*m.message_type == type::nak) return finish(errc::dhcp_nak);
+    if (*m.message_type == type::nak) return finish(guest_errc::dhcp_nak);
     if (*m.message_type == type::offer && !requesting_) {
       requesting_ = true;
       offered_ = m.yiaddr;
@@ -298,7 +303,7 @@ private:
     if (m.subnet_mask) {
       const std::uint32_t mask = m.subnet_mask->to_uint();
       l.prefix_length = std::countl_one(mask);
-      if (l.prefix_length + std::countr_zero(mask) != 32) return finish(errc::malformed_packet);
+      if (l.prefix_length + std::countr_zero(mask) != 32) return finish(guest_errc::malformed_packet);
     }
     if (!m.routers.empty()) l.gateway = m.routers.front();
     l.dns_servers = m.dns_servers;
@@ -340,6 +345,7 @@ struct guest_op {
     guest_state<Transport>& s = *state;
     switch (at) {
       case step::start:
+        self.reset_cancellation_state(asio::enable_total_cancellation());
         request.kind = Kind;
         refusal = s.kind != guest_op_kind::none ? make_error_code(errc::operation_in_progress)
                   : s.detached                  ? make_error_code(asio::error::operation_aborted)
@@ -352,6 +358,8 @@ struct guest_op {
         return wait(self);
       case step::refused: return complete(self, refusal);
       case step::running:
+        if (self.get_cancellation_state().cancelled() != asio::cancellation_type::none)
+          s.finish(asio::error::operation_aborted);
         if (!s.done && !ec) s.tick();
         if (!s.done) return wait(self);
         s.kind = guest_op_kind::none;
@@ -388,8 +396,7 @@ mini_guest<Transport>::mini_guest(Transport& transport, const mini_guest_config&
 template <FrameTransport Transport> mini_guest<Transport>::~mini_guest() {
   state_->finish(asio::error::operation_aborted);
   state_->detached = true;
-  if constexpr (requires(Transport& t) { t.cancel(); })
-    if (state_->receiving) state_->transport->cancel();
+  if (state_->receiving) state_->receive_cancel.emit(asio::cancellation_type::terminal);
 }
 
 template <FrameTransport Transport> auto mini_guest<Transport>::get_executor() const -> executor_type {

@@ -142,7 +142,7 @@ inline std::uint16_t internet_checksum(std::span<const std::byte> data) noexcept
 
 inline ethernet_view parse_ethernet(std::span<const std::byte> frame, std::error_code& ec) noexcept {
   ec.clear();
-  if (frame.size() < ethernet_header_size) return ec = errc::packet_truncated, ethernet_view{};
+  if (frame.size() < ethernet_header_size) return ec = guest_errc::packet_truncated, ethernet_view{};
   return {detail::load_mac(frame.data()), detail::load_mac(frame.data() + 6), detail::load16(frame.data() + 12),
           frame.subspan(ethernet_header_size)};
 }
@@ -165,12 +165,12 @@ inline std::size_t write_ethernet_header(std::span<std::byte> out, const mac_add
 
 inline arp_packet parse_arp(std::span<const std::byte> p, std::error_code& ec) noexcept {
   ec.clear();
-  if (p.size() < 28) return ec = errc::packet_truncated, arp_packet{};
+  if (p.size() < 28) return ec = guest_errc::packet_truncated, arp_packet{};
   if (detail::load16(p.data()) != 1 || detail::load16(p.data() + 2) != ethertype_ipv4 || p[4] != std::byte{6} ||
       p[5] != std::byte{4})
-    return ec = errc::unsupported_packet, arp_packet{};
+    return ec = guest_errc::unsupported_packet, arp_packet{};
   const std::uint16_t op = detail::load16(p.data() + 6);
-  if (op != 1 && op != 2) return ec = errc::malformed_packet, arp_packet{};
+  if (op != 1 && op != 2) return ec = guest_errc::malformed_packet, arp_packet{};
   return {arp_operation(op), detail::load_mac(p.data() + 8), detail::load_ip(p.data() + 14),
           detail::load_mac(p.data() + 18), detail::load_ip(p.data() + 24)};
 }
@@ -201,16 +201,16 @@ inline std::size_t build_arp_frame(std::span<std::byte> out, const arp_packet& a
 
 inline ipv4_view parse_ipv4(std::span<const std::byte> p, std::error_code& ec) noexcept {
   ec.clear();
-  auto fail = [&](errc e) { return ec = e, ipv4_view{}; };
-  if (p.size() < ipv4_header_size) return fail(errc::packet_truncated);
+  auto fail = [&](guest_errc e) { return ec = e, ipv4_view{}; };
+  if (p.size() < ipv4_header_size) return fail(guest_errc::packet_truncated);
   const unsigned version = unsigned(p[0]) >> 4, header_length = (unsigned(p[0]) & 15) * 4;
-  if (version != 4 || header_length < ipv4_header_size) return fail(errc::malformed_packet);
-  if (p.size() < header_length) return fail(errc::packet_truncated);
+  if (version != 4 || header_length < ipv4_header_size) return fail(guest_errc::malformed_packet);
+  if (p.size() < header_length) return fail(guest_errc::packet_truncated);
   const std::size_t total = detail::load16(p.data() + 2);
-  if (total < header_length) return fail(errc::malformed_packet);
-  if (p.size() < total) return fail(errc::packet_truncated);
-  if (internet_checksum(p.first(header_length)) != 0) return fail(errc::bad_checksum);
-  if ((detail::load16(p.data() + 6) & 0x3fff) != 0) return fail(errc::unsupported_packet); // MF or offset
+  if (total < header_length) return fail(guest_errc::malformed_packet);
+  if (p.size() < total) return fail(guest_errc::packet_truncated);
+  if (internet_checksum(p.first(header_length)) != 0) return fail(guest_errc::bad_checksum);
+  if ((detail::load16(p.data() + 6) & 0x3fff) != 0) return fail(guest_errc::unsupported_packet); // MF or offset
   return {detail::load_ip(p.data() + 12), detail::load_ip(p.data() + 16), std::uint8_t(p[9]), std::uint8_t(p[8]),
           detail::load16(p.data() + 4), p.first(header_length), p.subspan(header_length, total - header_length)};
 }
@@ -224,16 +224,16 @@ inline ipv4_view parse_ipv4(std::span<const std::byte> packet) {
 
 inline udp_view parse_udp(const ipv4_view& ip, std::error_code& ec) noexcept {
   ec.clear();
-  auto fail = [&](errc e) { return ec = e, udp_view{}; };
-  if (ip.protocol != ip_protocol_udp) return fail(errc::unsupported_packet);
+  auto fail = [&](guest_errc e) { return ec = e, udp_view{}; };
+  if (ip.protocol != ip_protocol_udp) return fail(guest_errc::unsupported_packet);
   const std::span<const std::byte> p = ip.payload;
-  if (p.size() < udp_header_size) return fail(errc::packet_truncated);
+  if (p.size() < udp_header_size) return fail(guest_errc::packet_truncated);
   const std::size_t length = detail::load16(p.data() + 4);
-  if (length < udp_header_size) return fail(errc::malformed_packet);
-  if (p.size() < length) return fail(errc::packet_truncated);
+  if (length < udp_header_size) return fail(guest_errc::malformed_packet);
+  if (p.size() < length) return fail(guest_errc::packet_truncated);
   if (detail::load16(p.data() + 6) != 0 &&
       detail::pseudo_checksum(ip.source, ip.destination, ip_protocol_udp, p.first(length)) != 0)
-    return fail(errc::bad_checksum);
+    return fail(guest_errc::bad_checksum);
   return {detail::load16(p.data()), detail::load16(p.data() + 2), p.subspan(udp_header_size, length - udp_header_size)};
 }
 
@@ -262,13 +262,13 @@ inline std::size_t build_udp_frame(std::span<std::byte> out, const frame_address
 
 inline icmp_echo_view parse_icmp_echo(const ipv4_view& ip, std::error_code& ec) noexcept {
   ec.clear();
-  auto fail = [&](errc e) { return ec = e, icmp_echo_view{}; };
-  if (ip.protocol != ip_protocol_icmp) return fail(errc::unsupported_packet);
+  auto fail = [&](guest_errc e) { return ec = e, icmp_echo_view{}; };
+  if (ip.protocol != ip_protocol_icmp) return fail(guest_errc::unsupported_packet);
   const std::span<const std::byte> p = ip.payload;
-  if (p.size() < icmp_echo_header_size) return fail(errc::packet_truncated);
-  if (internet_checksum(p) != 0) return fail(errc::bad_checksum);
+  if (p.size() < icmp_echo_header_size) return fail(guest_errc::packet_truncated);
+  if (internet_checksum(p) != 0) return fail(guest_errc::bad_checksum);
   const auto type = std::uint8_t(p[0]);
-  if ((type != 0 && type != 8) || p[1] != std::byte{0}) return fail(errc::unsupported_packet);
+  if ((type != 0 && type != 8) || p[1] != std::byte{0}) return fail(guest_errc::unsupported_packet);
   return {icmp_type(type), detail::load16(p.data() + 4), detail::load16(p.data() + 6),
           p.subspan(icmp_echo_header_size)};
 }
@@ -306,26 +306,26 @@ inline std::vector<std::string> decode_domain_search(std::span<const std::byte> 
     std::size_t at = start, limit = start, encoded = 1, next = 0;
     bool jumped = false;
     for (;;) {
-      if (at >= data.size()) return ec = errc::packet_truncated, std::vector<std::string>{};
+      if (at >= data.size()) return ec = guest_errc::packet_truncated, std::vector<std::string>{};
       const unsigned length = unsigned(data[at]);
       if (length == 0) {
         if (!jumped) next = at + 1;
         break;
       }
       if ((length & 0xc0) == 0xc0) {
-        if (at + 1 >= data.size()) return ec = errc::packet_truncated, std::vector<std::string>{};
+        if (at + 1 >= data.size()) return ec = guest_errc::packet_truncated, std::vector<std::string>{};
         const std::size_t target = (length & 0x3f) << 8 | unsigned(data[at + 1]);
         // Each pointer must go before the previous target (or itself): strictly
         // decreasing targets cannot loop.
-        if (target >= std::min(limit, at)) return ec = errc::malformed_packet, std::vector<std::string>{};
+        if (target >= std::min(limit, at)) return ec = guest_errc::malformed_packet, std::vector<std::string>{};
         if (!jumped) next = at + 2;
         jumped = true;
         limit = at = target;
         continue;
       }
-      if (length & 0xc0) return ec = errc::malformed_packet, std::vector<std::string>{};
-      if (at + 1 + length > data.size()) return ec = errc::packet_truncated, std::vector<std::string>{};
-      if ((encoded += length + 1) > 255) return ec = errc::malformed_packet, std::vector<std::string>{};
+      if (length & 0xc0) return ec = guest_errc::malformed_packet, std::vector<std::string>{};
+      if (at + 1 + length > data.size()) return ec = guest_errc::packet_truncated, std::vector<std::string>{};
+      if ((encoded += length + 1) > 255) return ec = guest_errc::malformed_packet, std::vector<std::string>{};
       if (!name.empty()) name += '.';
       for (std::size_t i = at + 1; i <= at + length; ++i) {
         const char c = char(data[i]);
@@ -383,9 +383,9 @@ inline std::error_code dhcp_scan(std::span<const std::byte> area, std::array<std
       continue;
     }
     if (code == 255) return {};
-    if (i + 1 >= area.size()) return errc::packet_truncated;
+    if (i + 1 >= area.size()) return guest_errc::packet_truncated;
     const std::size_t length = unsigned(area[i + 1]);
-    if (i + 2 + length > area.size()) return errc::packet_truncated;
+    if (i + 2 + length > area.size()) return guest_errc::packet_truncated;
     raw[code].insert(raw[code].end(), area.begin() + std::ptrdiff_t(i + 2),
                      area.begin() + std::ptrdiff_t(i + 2 + length));
     present.set(code);
@@ -400,12 +400,12 @@ inline dhcp_message parse_dhcp(std::span<const std::byte> p, std::error_code& ec
   using namespace detail;
   ec.clear();
   auto fail = [&](std::error_code e) { return ec = e, dhcp_message{}; };
-  if (p.size() < dhcp_fixed_size) return fail(errc::packet_truncated);
-  if (load32(p.data() + 236) != dhcp_magic_cookie) return fail(errc::malformed_packet);
+  if (p.size() < dhcp_fixed_size) return fail(guest_errc::packet_truncated);
+  if (load32(p.data() + 236) != dhcp_magic_cookie) return fail(guest_errc::malformed_packet);
   dhcp_message m;
   m.op = std::uint8_t(p[0]);
-  if (m.op != 1 && m.op != 2) return fail(errc::malformed_packet);
-  if (p[1] != std::byte{1} || p[2] != std::byte{6}) return fail(errc::unsupported_packet);
+  if (m.op != 1 && m.op != 2) return fail(guest_errc::malformed_packet);
+  if (p[1] != std::byte{1} || p[2] != std::byte{6}) return fail(guest_errc::unsupported_packet);
   m.xid = load32(p.data() + 4);
   m.secs = load16(p.data() + 8);
   m.flags = load16(p.data() + 10);
@@ -420,7 +420,7 @@ inline dhcp_message parse_dhcp(std::span<const std::byte> p, std::error_code& ec
   if (auto e = dhcp_scan(p.subspan(dhcp_fixed_size), raw, present)) return fail(e);
   if (present.test(52)) { // option overload: file (1), sname (2), both (3)
     if (raw[52].size() != 1 || raw[52][0] == std::byte{0} || unsigned(raw[52][0]) > 3)
-      return fail(errc::malformed_packet);
+      return fail(guest_errc::malformed_packet);
     const unsigned overload = unsigned(raw[52][0]);
     if (overload & 1)
       if (auto e = dhcp_scan(p.subspan(108, 128), raw, present)) return fail(e);
@@ -442,18 +442,18 @@ inline dhcp_message parse_dhcp(std::span<const std::byte> p, std::error_code& ec
   };
   if (!address(50, m.requested_address) || !address(54, m.server_id) || !address(1, m.subnet_mask) ||
       !addresses(3, m.routers) || !addresses(6, m.dns_servers))
-    return fail(errc::malformed_packet);
+    return fail(guest_errc::malformed_packet);
   if (present.test(53)) {
     if (raw[53].size() != 1 || raw[53][0] == std::byte{0} || unsigned(raw[53][0]) > 8)
-      return fail(errc::malformed_packet);
+      return fail(guest_errc::malformed_packet);
     m.message_type = dhcp_message_type(raw[53][0]);
   }
   if (present.test(26)) {
-    if (raw[26].size() != 2 || load16(raw[26].data()) < 68) return fail(errc::malformed_packet);
+    if (raw[26].size() != 2 || load16(raw[26].data()) < 68) return fail(guest_errc::malformed_packet);
     m.mtu = load16(raw[26].data());
   }
   if (present.test(51)) {
-    if (raw[51].size() != 4) return fail(errc::malformed_packet);
+    if (raw[51].size() != 4) return fail(guest_errc::malformed_packet);
     m.lease_time = load32(raw[51].data());
   }
   for (std::byte b : raw[15]) m.domain_name += char(b);
