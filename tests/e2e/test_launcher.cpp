@@ -1,12 +1,12 @@
 // End-to-end: both launchers start the real passt (netpasst::e2e::passt_binary())
 // in the private network namespace e2e_main.cpp made. passt answers ARP for
 // the gateway over the socket it got as fd 3; terminate() ends it and removes
-// the private directory (handed to nobody, as we are root); 50 launch/
+// the private directory (ours, with only the pidfile handed to nobody, as we
+// are root); a pidfile naming another VM's passt is refused; 50 launch/
 // terminate cycles per launcher leave no descriptor, passt process or
 // directory; an option Debian's passt lacks fails with passt's own message.
-#include <netpasst/launcher/daemon.hpp>
+#include <netpasst/launcher/passt_launcher.hpp>
 
-#include <netpasst/launcher/foreground.hpp>
 #include <netpasst/transport/stream.hpp>
 
 #include "e2e_env.hpp"
@@ -197,15 +197,19 @@ TEMPLATE_TEST_CASE("real passt: launched, answers ARP on its socket, terminated 
   CHECK(passt_count() == e.passts + 1);
   if constexpr (is_daemon<TestType>) CHECK(p.exit_status() == std::nullopt);
 
-  // As root, the private directory belongs to the user passt drops to.
+  // As root, the private directory stays ours (no one else can add a file
+  // to it); only the pidfile belongs to the user passt drops to.
   const auto dir = p.private_directory();
   REQUIRE(dir.parent_path() == e.runtime);
   struct stat st {};
   REQUIRE(::stat(dir.c_str(), &st) == 0);
+  CHECK(st.st_uid == 0);
+  CHECK((st.st_mode & 07777) == 0711);
   const passwd* nobody = ::getpwnam("nobody");
   REQUIRE(nobody);
+  REQUIRE(::stat((dir / "passt.pid").c_str(), &st) == 0);
   CHECK(st.st_uid == nobody->pw_uid);
-  CHECK(std::filesystem::exists(dir / "passt.pid"));
+  CHECK((st.st_mode & 07777) == 0600);
 
   {
     netpasst::stream_transport t(e.io, p.take_socket());
@@ -295,4 +299,33 @@ TEMPLATE_TEST_CASE("real passt: an unsupported option is passt_exited with passt
   CHECK(p.failure_message().find("--fqdn") != std::string::npos);
   CHECK_FALSE(p.running());
   CHECK(p.private_directory().empty());
+}
+
+TEST_CASE("real passt: a pidfile naming another VM's passt is refused, and that passt is left alone") {
+  if (!netpasst::e2e::in_private_netns) {
+    WARN("not in the private network namespace (needs root): skipped");
+    return;
+  }
+  env e;
+  // Another VM's passt, started the usual way.
+  netpasst::foreground_launcher other_launcher(e.io, e.config);
+  passt_process other = other_launcher.launch({netpasst::e2e::passt_binary(), "--quiet"});
+  REQUIRE(other.running());
+  // A "passt" that daemonizes by writing the other passt's pid: what any
+  // process of passt's user could make a pidfile say.
+  const auto wrapper = std::filesystem::path(e.config.runtime_directory) / "lying-passt";
+  std::ofstream(wrapper) << "#!/bin/sh\n"
+                            "while [ $# -gt 0 ]; do [ \"$1\" = --pid ] && pidfile=$2; shift; done\n"
+                            "echo " << other.pid() << " > \"$pidfile\"\nexit 0\n";
+  std::filesystem::permissions(wrapper, std::filesystem::perms::owner_all);
+  netpasst::daemon_launcher launcher(e.io, e.config);
+  std::error_code ec;
+  passt_process p = launcher.launch({wrapper.string()}, ec);
+  CHECK(ec == errc::process_gone);
+  CHECK(p.failure_message().find("not the passt we started") != std::string::npos);
+  CHECK(p.pid() == 0);
+  p.terminate(1s);
+  CHECK(other.running());  // never signalled
+  other.terminate(2s);
+  std::filesystem::remove(wrapper);
 }

@@ -5,11 +5,12 @@
 // is gone or not a passt, missing binary). Every case also checks that no
 // descriptor, child process or private directory is left behind. The real
 // passt is in tests/e2e/test_launcher.cpp.
-#include <netpasst/launcher/daemon.hpp>
+#include <netpasst/launcher/passt_launcher.hpp>
 
-#include <netpasst/launcher/foreground.hpp>
 #include <netpasst/concepts.hpp>
 
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/cancellation_signal.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/executor_work_guard.hpp>
@@ -45,8 +46,8 @@ using netpasst::test::write_script;
 
 static_assert(netpasst::DaemonLauncher<netpasst::daemon_launcher>);
 static_assert(netpasst::DaemonLauncher<netpasst::foreground_launcher>);
-static_assert(netpasst::DaemonLauncher<netpasst::basic_daemon_launcher<asio::io_context::executor_type>>);
-static_assert(netpasst::DaemonLauncher<netpasst::basic_foreground_launcher<asio::io_context::executor_type>>);
+static_assert(netpasst::DaemonLauncher<netpasst::basic_passt_launcher<netpasst::launch_policy::daemonize, asio::io_context::executor_type>>);
+static_assert(netpasst::DaemonLauncher<netpasst::basic_passt_launcher<netpasst::launch_policy::foreground, asio::io_context::executor_type>>);
 
 namespace {
 
@@ -92,6 +93,7 @@ std::vector<pid_t> children() {
 /// The fake passt scripts, written once into the test's scratch directory.
 struct fakes {
   std::string good, fails, never_ready, killed, no_pidfile, garbage_pidfile, pid_one, dead_pid, not_passt;
+  std::string slow_wrapper, chatty, not_executable;
   std::filesystem::path directory;
 
   fakes() {
@@ -138,16 +140,27 @@ wait $dead
 echo $dead > "$pidfile"
 exit 0
 )");
-    // A live process that is not a passt (comm "sleep"); its pid also goes
-    // to a side file so that the test can end it.
-    // Until it has exec'd sleep, the forked child still bears this script's
-    // name (which the launcher accepts as "the binary we started"): wait.
-    not_passt = write_script("fake-passt-not-passt", prologue + R"sh(sleep 1000 </dev/null >/dev/null 2>&1 &
-while [ "$(cat /proc/$!/comm)" != sleep ]; do :; done
+    // A live process that does not hold our socket (another VM's passt, say);
+    // its pid also goes to a side file so that the test can end it.
+    not_passt = write_script("fake-passt-not-passt", prologue + R"sh(sleep 1000 </dev/null >/dev/null 2>&1 3>&- &
 echo $! > "$pidfile"
 echo $! > "$0.stray"
 exit 0
 )sh");
+    // A wrapper that starts a child of its own (its pid in a side file), then
+    // never becomes ready: a timeout or a cancellation must end both.
+    slow_wrapper = write_script("fake-passt-slow-wrapper", prologue + R"sh(sleep 1000 </dev/null >/dev/null 2>&1 &
+echo $! > "$0.child"
+exec sleep 1000
+)sh");
+    // 200 KiB of chatter, then the line that says why it failed.
+    chatty = write_script("fake-passt-chatty", prologue + R"sh(i=0
+while [ $i -lt 2000 ]; do echo "chatter line $i: xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx" >&2; i=$((i+1)); done
+echo "the decisive last line" >&2
+exit 1
+)sh");
+    not_executable = (std::filesystem::path(good).parent_path() / "fake-passt-not-executable").string();
+    std::ofstream(not_executable) << "#!/bin/sh\nexit 0\n";
   }
 };
 
@@ -322,10 +335,127 @@ TEMPLATE_TEST_CASE("a missing binary is passt_not_found", "", netpasst::daemon_l
   passt_process p = launcher.launch({"/nonexistent/passt"}, ec);
   CHECK(ec == errc::passt_not_found);
   CHECK(p.failure_message().find("/nonexistent/passt") != std::string::npos);
+  CHECK(p.failure_message().find("no such file") != std::string::npos);
   p = launcher.launch({"netpasst-no-such-passt"}, ec);
   CHECK(ec == errc::passt_not_found);
+  CHECK(p.failure_message().find("not found in PATH") != std::string::npos);
+  p = launcher.launch({fake().directory.string()}, ec);
+  CHECK(ec == errc::passt_not_found);
+  CHECK(p.failure_message().find("is a directory") != std::string::npos);
+  p = launcher.launch({fake().not_executable}, ec);
+  CHECK(ec == errc::passt_not_found);
+  CHECK(p.failure_message().find("not executable") != std::string::npos);
   p = launcher.launch({}, ec);
   CHECK(ec == errc::passt_not_found);
+}
+
+TEMPLATE_TEST_CASE("a timed-out or cancelled launch ends the wrapper's own children too", "",
+                   netpasst::daemon_launcher, netpasst::foreground_launcher) {
+  env e;
+  const std::string child_file = fake().slow_wrapper + ".child";
+  auto wrapper_child = [&] {
+    pid_t child = 0;
+    std::ifstream(child_file) >> child;
+    return child;
+  };
+  SECTION("timeout") {
+    e.config.start_timeout = 300ms;
+    TestType launcher(e.io, e.config);
+    std::error_code ec;
+    passt_process p = launcher.launch({fake().slow_wrapper}, ec);
+    CHECK(ec == errc::start_timeout);
+  }
+  SECTION("cancellation, well before the timeout") {
+    TestType launcher(e.io, e.config);  // start_timeout 10 s
+    asio::cancellation_signal cancel;
+    std::optional<std::error_code> result;
+    const auto began = std::chrono::steady_clock::now();
+    launcher.async_launch({fake().slow_wrapper}, asio::bind_cancellation_slot(cancel.slot(), [&](std::error_code ec,
+                                                                                                  passt_process p) {
+      result = ec;
+      CHECK(p.pid() == 0);
+    }));
+    REQUIRE(run_until(e.io, [&] { return std::filesystem::exists(child_file) && wrapper_child() > 1; }));
+    cancel.emit(asio::cancellation_type::terminal);
+    REQUIRE(run_until(e.io, [&] { return result.has_value(); }));
+    CHECK(*result == asio::error::operation_aborted);
+    CHECK(std::chrono::steady_clock::now() - began < 5s);  // a hang guard: the 10 s deadline did not end it
+  }
+  const pid_t child = wrapper_child();
+  REQUIRE(child > 1);
+  CHECK_FALSE(alive(child));
+  std::filesystem::remove(child_file);
+}
+
+TEMPLATE_TEST_CASE("passt's error output keeps its last lines", "", netpasst::daemon_launcher,
+                   netpasst::foreground_launcher) {
+  env e;
+  e.config.error_output_limit = 4096;
+  TestType launcher(e.io, e.config);
+  std::error_code ec;
+  passt_process p = launcher.launch({fake().chatty}, ec);
+  CHECK(ec == errc::passt_exited);
+  CHECK(p.error_output().size() <= 4096);
+  CHECK(p.error_output().find("chatter line 1999") != std::string::npos);
+  CHECK(p.error_output().find("chatter line 0:") == std::string::npos);
+  CHECK(p.failure_message() == "passt exited with status 1: the decisive last line");
+}
+
+TEST_CASE("private directories a dead owner left are removed; a live owner's are kept") {
+  env e;
+  const auto stale = e.runtime / "netpasst-999999999.12345-abcdef";  // no such pid
+  const auto live = e.runtime / (netpasst::detail::private_directory_prefix(::getpid()) + "keepme");
+  const auto foreign = e.runtime / "netpasst-not-ours";
+  for (const auto& d : {stale, live, foreign}) {
+    std::filesystem::create_directories(d);
+    std::ofstream(d / "passt.pid") << "4242\n";
+  }
+  netpasst::foreground_launcher launcher(e.io, e.config);
+  passt_process p = launcher.launch({fake().good});
+  CHECK_FALSE(std::filesystem::exists(stale));
+  CHECK(std::filesystem::exists(live));
+  CHECK(std::filesystem::exists(foreign));
+  p.terminate(1s);
+  std::filesystem::remove_all(live);
+  std::filesystem::remove_all(foreign);
+}
+
+TEST_CASE("passt_process::adopt takes over a passt started elsewhere") {
+  env e;
+  netpasst::foreground_launcher launcher(e.io, e.config);
+  // Start one the usual way, then hand its pidfd and socket to adopt as an
+  // embedder's own launcher would.
+  passt_process original = launcher.launch({fake().good});
+  const pid_t pid = original.pid();
+  std::error_code ec;
+  unique_fd pidfd(::fcntl(original.pidfd(), F_DUPFD_CLOEXEC, 3));
+  passt_process adopted = passt_process::adopt({e.io.get_executor(), std::move(pidfd), original.take_socket(), {},
+                                                false, {}},
+                                               ec);
+  REQUIRE_FALSE(ec);
+  CHECK(adopted.pid() == pid);
+  CHECK(adopted.running());
+  CHECK(adopted.exit_description().empty());
+  std::optional<int> status;
+  adopted.async_wait_exit([&](std::error_code e2, int s) {
+    CHECK_FALSE(e2);
+    status = s;
+  });
+  std::error_code sig;
+  adopted.signal(SIGKILL, sig);
+  CHECK_FALSE(sig);
+  REQUIRE(run_until(e.io, [&] { return status.has_value(); }));
+  CHECK(adopted.exit_description() == "passt (pid " + std::to_string(pid) + ") exited");
+  original.terminate(1s);  // reaps our child, removes the directory
+
+  // Refused: no pidfd, no socket, not a pidfd.
+  passt_process none = passt_process::adopt({e.io.get_executor(), {}, {}, {}, false, {}}, ec);
+  CHECK(ec == std::errc::bad_file_descriptor);
+  int pair[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);
+  unique_fd a(pair[0]), b(pair[1]);
+  none = passt_process::adopt({e.io.get_executor(), std::move(a), std::move(b), {}, false, {}}, ec);
+  CHECK(ec == std::errc::bad_file_descriptor);
 }
 
 TEST_CASE("daemon launcher: a pidfile without a pid above 1 is bad_pidfile") {
@@ -366,11 +496,11 @@ TEST_CASE("daemon launcher: a pidfile naming no passt is process_gone") {
     CHECK(ec == errc::process_gone);
     CHECK(p.failure_message().find("names no running process") != std::string::npos);
   }
-  SECTION("a live process that is not a passt, left alone") {
+  SECTION("a live process that does not hold our socket, left alone") {
     const std::string stray_file = fake().not_passt + ".stray";
     passt_process p = launcher.launch({fake().not_passt}, ec);
     CHECK(ec == errc::process_gone);
-    CHECK(p.failure_message().find("not a running passt") != std::string::npos);
+    CHECK(p.failure_message().find("not the passt we started") != std::string::npos);
     pid_t stray = 0;
     std::ifstream(stray_file) >> stray;
     REQUIRE(stray > 1);

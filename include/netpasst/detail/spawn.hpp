@@ -84,32 +84,51 @@ inline std::optional<int> reap_child(pid_t pid, bool block) noexcept {
   return decode_wait_status(status);
 }
 
+/// Why `name` cannot be executed, in a few words ("no such file", "is a
+/// directory", "not executable: permission denied"...); empty when it can.
+inline std::string unusable_reason(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0)
+    return errno == ENOENT ? "no such file" : std::system_category().message(errno);
+  if (S_ISDIR(st.st_mode)) return "is a directory";
+  if (!S_ISREG(st.st_mode)) return "not a regular file";
+  if (::access(path.c_str(), X_OK) != 0) return "not executable: " + std::system_category().message(errno);
+  return {};
+}
+
 /// Resolves `name` like execvp: used as is when it holds a '/', otherwise
 /// searched in $PATH (default "/usr/local/bin:/usr/bin:/bin"). Returns the
 /// first regular executable file, or an empty string with
-/// `errc::passt_not_found` in `ec`.
-inline std::string resolve_binary(const std::string& name, std::error_code& ec) {
+/// `errc::passt_not_found` in `ec` and, in `why` when given, a one-line
+/// reason naming the file or the directories searched.
+inline std::string resolve_binary(const std::string& name, std::error_code& ec, std::string* why = nullptr) {
   ec.clear();
-  auto usable = [](const std::string& path) {
-    struct stat st {};
-    return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(path.c_str(), X_OK) == 0;
+  auto refuse = [&](std::string reason) {
+    if (why) *why = std::move(reason);
+    ec = errc::passt_not_found;
+    return std::string{};
   };
-  if (name.empty()) return ec = errc::passt_not_found, std::string{};
+  if (name.empty()) return refuse("no passt binary named (empty path)");
   if (name.find('/') != std::string::npos) {
-    if (usable(name)) return name;
-    return ec = errc::passt_not_found, std::string{};
+    if (std::string reason = unusable_reason(name); !reason.empty()) return refuse("cannot execute '" + name + "': " + reason);
+    return name;
   }
   const char* env = std::getenv("PATH");
   std::string_view path = env && *env ? env : "/usr/local/bin:/usr/bin:/bin";
+  const std::string searched(path);
+  std::string first_reason;
   while (true) {
     const auto colon = path.find(':');
     std::string dir(path.substr(0, colon));
     std::string candidate = (dir.empty() ? std::string(".") : dir) + "/" + name;
-    if (usable(candidate)) return candidate;
+    std::string reason = unusable_reason(candidate);
+    if (reason.empty()) return candidate;
+    if (first_reason.empty() && reason != "no such file") first_reason = "'" + candidate + "': " + reason;
     if (colon == std::string_view::npos) break;
     path.remove_prefix(colon + 1);
   }
-  return ec = errc::passt_not_found, std::string{};
+  return refuse("cannot execute '" + name + "': " +
+                (first_reason.empty() ? "not found in PATH (" + searched + ")" : first_reason));
 }
 
 /// How `spawn` wires the child.
@@ -120,6 +139,9 @@ struct spawn_options {
   /// true: stdout gets its own pipe (`child_process::out`); false: stdout
   /// goes to the stderr pipe, so `err` carries both.
   bool separate_stdout = true;
+  /// true: the child leads a new process group (its pid is the group id), so
+  /// whatever it starts before it is ready can be killed with it.
+  bool new_process_group = false;
 };
 
 /// A spawned child. The pipes are the read ends (close-on-exec, blocking).
@@ -134,7 +156,8 @@ namespace spawn_impl {
 
 /// The child between fork and exec: async-signal-safe calls only, no
 /// allocation. Reports errno on `report` (close-on-exec) if exec fails.
-[[noreturn]] inline void child(const char* path, char* const* argv, int fds[5], int report, int fd_limit) noexcept {
+[[noreturn]] inline void child(const char* path, char* const* argv, int fds[5], int report, int fd_limit,
+                               bool new_group) noexcept {
   auto fail = [report]() {
     const int e = errno;
     [[maybe_unused]] auto n = ::write(report, &e, sizeof e);
@@ -166,6 +189,7 @@ namespace spawn_impl {
       ::sigaction(sig, &dfl, nullptr);
     }
   }
+  if (new_group && ::setpgid(0, 0) != 0) fail();
   ::execve(path, argv, environ);
   fail();
   ::_exit(127);
@@ -214,21 +238,24 @@ inline child_process spawn(const std::vector<std::string>& argv, const spawn_opt
   ec.clear();
   child_process result;
   if (argv.empty()) return ec = errc::passt_not_found, child_process{};
-  const std::string path = resolve_binary(argv[0], ec);
-  if (ec) {
-    if (message) *message = "cannot execute '" + argv[0] + "': not found or not executable";
-    return child_process{};
-  }
+  const std::string path = resolve_binary(argv[0], ec, message);
+  if (ec) return child_process{};
   std::vector<char*> args;
   args.reserve(argv.size() + 1);
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
 
+  auto fail_step = [&](const char* step) {
+    ec = last_os_error();
+    if (message) *message = "cannot start '" + path + "': " + step + ": " + ec.message();
+    return child_process{};
+  };
   unique_fd devnull(NETPASST_SPAWN_SYSCALL(open)("/dev/null", O_RDWR | O_CLOEXEC));
-  if (!devnull) return ec = last_os_error(), child_process{};
+  if (!devnull) return fail_step("open /dev/null");
   unique_fd out_r, out_w, err_r, err_w, report_r, report_w;
-  if (!spawn_impl::make_pipe(err_r, err_w, ec) || !spawn_impl::make_pipe(report_r, report_w, ec)) return child_process{};
-  if (options.separate_stdout && !spawn_impl::make_pipe(out_r, out_w, ec)) return child_process{};
+  if (!spawn_impl::make_pipe(err_r, err_w, ec) || !spawn_impl::make_pipe(report_r, report_w, ec))
+    return fail_step("pipe2");
+  if (options.separate_stdout && !spawn_impl::make_pipe(out_r, out_w, ec)) return fail_step("pipe2");
   rlimit limit{};
   const int fd_limit = ::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY
                            ? int(std::min<rlim_t>(limit.rlim_cur, 1 << 20)) : 1 << 16;
@@ -236,8 +263,12 @@ inline child_process spawn(const std::vector<std::string>& argv, const spawn_opt
   int fds[5] = {devnull.get(), options.separate_stdout ? out_w.get() : err_w.get(), err_w.get(), options.fd3, -1};
   int pidfd = -1;
   const pid_t pid = spawn_impl::fork_with_pidfd(pidfd);
-  if (pid == 0) spawn_impl::child(path.c_str(), args.data(), fds, report_w.get(), fd_limit);
-  if (pid < 0) return ec = last_os_error(), child_process{};
+  if (pid == 0) spawn_impl::child(path.c_str(), args.data(), fds, report_w.get(), fd_limit, options.new_process_group);
+  if (pid < 0) {
+    ec = last_os_error();
+    if (message) *message = "cannot start '" + path + "': fork: " + ec.message();
+    return child_process{};
+  }
   unique_fd child_pidfd(pidfd);
   report_w.reset();
   out_w.reset();

@@ -1,14 +1,18 @@
 #pragma once
 /// @file launcher/process.hpp
-/// `netpasst::passt_process`: a started (or failed) passt, held by pidfd.
+/// `netpasst::passt_process`: a started (or failed) passt, held by pidfd. The
+/// PasstProcess model (concepts.hpp) of the library's launcher.
 ///
-/// A launcher (`daemon_launcher`, `foreground_launcher`) returns one. It owns:
-/// the pidfd of passt (so no signal can reach a recycled pid), our end of the
-/// socket passt got as fd 3, the pipe carrying passt's stderr (drained on the
-/// launcher's executor for as long as passt runs, kept up to a limit), and the
-/// private directory with passt's pidfile. A failed launch still returns one,
-/// not running, with passt's exit status, stderr and a one-line failure
-/// message.
+/// It owns: the pidfd of passt (so no signal can reach a recycled pid), our
+/// end of the socket passt got as fd 3, the pipe carrying passt's stderr
+/// (drained on the process's executor for as long as passt runs, keeping the
+/// latest bytes up to a limit), and the private directory with passt's
+/// pidfile. A failed launch still returns one, not running, with passt's exit
+/// status, stderr and a one-line failure message.
+///
+/// An embedder's own launcher (a privileged helper, a sandbox, a system
+/// service) makes one with `passt_process::adopt` from a pidfd and a socket it
+/// obtained itself; the lifecycle then supervises it like its own.
 ///
 /// Thread safety: like an Asio I/O object. Distinct objects: safe. One
 /// object: calls and its completion handlers must not run concurrently.
@@ -22,6 +26,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstddef>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -33,7 +38,26 @@ namespace netpasst {
 namespace detail {
 struct process_state;
 struct process_access;
-}
+} // namespace detail
+
+/// What `passt_process::adopt` takes over: a passt somebody else started.
+struct adopted_passt {
+  /// Where the process's waits complete and its stderr is drained.
+  asio::any_io_executor executor;
+  /// Refers to the running passt (pidfd_open(2) or clone3 CLONE_PIDFD).
+  /// Required: every wait and signal goes through it.
+  unique_fd pidfd;
+  /// Our end of the connected socket passt has as fd 3. Required.
+  unique_fd socket;
+  /// Optional: the read end of a pipe carrying passt's stderr.
+  unique_fd error_output;
+  /// True when passt is our child: its exit status is then collected
+  /// (reaped) through the pidfd. False for a daemonized passt.
+  bool is_child = false;
+  /// Optional: a directory of the launcher's, removed (recursively) when the
+  /// process is cleaned up.
+  std::filesystem::path private_directory;
+};
 
 /// A passt process started by a launcher. Move-only; the state lives on the
 /// heap, so an operation still pending keeps working after the handle moved.
@@ -54,6 +78,19 @@ public:
   /// operations complete with `asio::error::operation_aborted`.
   ~passt_process();
 
+  /// Takes over a running passt that an embedder's launcher started. The pid
+  /// is read from the pidfd (/proc/self/fdinfo), never from a file. The
+  /// stderr pipe, when given, is drained on `what.executor`.
+  /// Errors: `std::errc::bad_file_descriptor` (no pidfd or no socket, or the
+  /// pidfd is not one), `errc::process_gone` (the process already exited).
+  /// On error nothing is kept: every descriptor given is closed.
+  static passt_process adopt(adopted_passt what, std::error_code& ec);
+  /// Throwing form of `adopt`. @throws std::system_error
+  static passt_process adopt(adopted_passt what);
+
+  /// The executor the process's waits complete on (the launcher's).
+  asio::any_io_executor get_executor() const noexcept;
+
   /// passt's pid; 0 when there is none (failed launch, empty handle).
   /// Informational only: every signal goes through the pidfd.
   pid_t pid() const noexcept;
@@ -70,11 +107,12 @@ public:
   /// passt exits once every copy of its peer end is closed.
   unique_fd take_socket() noexcept;
 
-  /// passt's stderr (and stdout) captured so far, up to the launcher's
-  /// `error_output_limit` bytes, without the "Failed to send N bytes to
-  /// syslog" lines Debian's passt prints when no syslog runs. Complete after
-  /// a failed launch; while passt runs, grows as the executor drains the pipe
-  /// (a daemonized passt closes it once it is in the background).
+  /// passt's stderr (and stdout) captured so far, without the "Failed to
+  /// send N bytes to syslog" lines Debian's passt prints when no syslog
+  /// runs: the latest `error_output_limit` bytes (whole lines; older lines
+  /// are dropped first). Complete after a failed launch; while passt runs,
+  /// grows as the executor drains the pipe (a daemonized passt closes it
+  /// once it is in the background).
   const std::string& error_output() const noexcept;
 
   /// passt's exit status once known: the exit code, or 128 + signal number
@@ -87,6 +125,12 @@ public:
   /// e.g. "passt exited with status 1: unrecognized option '--fqdn'". Empty
   /// when the launch succeeded.
   std::string failure_message() const;
+
+  /// One line describing how passt ended, once it has: "passt (pid 42) was
+  /// killed by signal 9 (Killed)", "passt (pid 42) exited with status 1:
+  /// <its last message>", or "passt (pid 42) exited" when the status is
+  /// unknowable (a daemonized passt). Empty while it runs.
+  std::string exit_description() const;
 
   /// The private directory holding the pidfile (empty if none or removed).
   std::filesystem::path private_directory() const;
@@ -106,14 +150,19 @@ public:
   /// Throwing form of `terminate`. @throws std::system_error
   void terminate(std::chrono::milliseconds grace = std::chrono::milliseconds(1000));
 
-  /// Completes when passt has exited: the pidfd became readable (waited
-  /// with an `asio::posix::stream_descriptor` on `executor`). Reaps passt
+  /// Completes when passt has exited: the pidfd became readable. Reaps passt
   /// when it is our child. Completes at once (through the executor) when it
   /// already exited or there is no process.
   /// Completion signature: `void(std::error_code, int exit_status)`, the
   /// status as `exit_status()`, -1 when unknowable (daemonized passt).
-  /// Cancellation: `cancel()`, the token's cancellation slot, or destroying
-  /// the handle complete it with `asio::error::operation_aborted`.
+  /// Cancellation (terminal, partial, total): `cancel()`, the token's
+  /// cancellation slot, or destroying the handle complete it with
+  /// `asio::error::operation_aborted`.
+  template <asio::completion_token_for<void(std::error_code, int)> Token =
+                asio::default_completion_token_t<asio::any_io_executor>>
+  auto async_wait_exit(Token&& token = asio::default_completion_token_t<asio::any_io_executor>{});
+
+  /// As above, waiting on `executor` instead of the process's own.
   template <class Executor, asio::completion_token_for<void(std::error_code, int)> Token>
   auto async_wait_exit(const Executor& executor, Token&& token);
 
@@ -123,6 +172,12 @@ public:
   /// (through the executor) when passt already exited.
   /// Completion signature: `void(std::error_code)`. Cancellation as
   /// `async_wait_exit` (the SIGTERM already sent stays sent).
+  template <asio::completion_token_for<void(std::error_code)> Token =
+                asio::default_completion_token_t<asio::any_io_executor>>
+  auto async_terminate(std::chrono::milliseconds grace,
+                       Token&& token = asio::default_completion_token_t<asio::any_io_executor>{});
+
+  /// As above, waiting on `executor` instead of the process's own.
   template <class Executor, asio::completion_token_for<void(std::error_code)> Token>
   auto async_terminate(const Executor& executor, std::chrono::milliseconds grace, Token&& token);
 
@@ -130,11 +185,9 @@ public:
   /// complete with `asio::error::operation_aborted`. passt is not touched.
   void cancel() noexcept;
 
-  /// For launchers: wraps a state built by a launch.
-  explicit passt_process(std::shared_ptr<detail::process_state> state) noexcept : state_(std::move(state)) {}
-
 private:
   friend struct detail::process_access;
+  explicit passt_process(std::shared_ptr<detail::process_state> state) noexcept : state_(std::move(state)) {}
   std::shared_ptr<detail::process_state> state_;
 };
 

@@ -1,10 +1,10 @@
 #pragma once
-// The launch operation shared by daemon.hpp and foreground.hpp; include
-// one of those instead.
+// Implementation of netpasst/launcher/passt_launcher.hpp.
 
-#include <netpasst/launcher/daemon.hpp>
-#include <netpasst/launcher/process.hpp>
+#include <netpasst/argv.hpp>
 #include <netpasst/detail/spawn.hpp>
+#include <netpasst/launcher/passt_launcher.hpp>
+#include <netpasst/launcher/process.hpp>
 
 #include <asio/compose.hpp>
 #include <asio/io_context.hpp>
@@ -19,19 +19,23 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <fstream>
 #include <string>
 #include <vector>
 
 namespace netpasst::detail {
 
-/// The user passt will run as when we are root: `--runas`/`-U` if given, else
-/// nobody (passt's own default). Returns false when no chown is needed.
+/// The user passt will run as when we are root: `--runas`/`-U` if given
+/// (`--runas X`, `--runas=X`, `-U X`, `-UX`), else nobody (passt's own
+/// default). Returns false when it is root or cannot be resolved.
 inline bool passt_user(const std::vector<std::string>& argv, uid_t& uid, gid_t& gid) {
   if (::geteuid() != 0) return false;
   std::string spec = "nobody";
   for (std::size_t i = 1; i < argv.size(); ++i) {
-    if ((argv[i] == "--runas" || argv[i] == "-U") && i + 1 < argv.size()) spec = argv[i + 1];
-    else if (argv[i].starts_with("--runas=")) spec = argv[i].substr(8);
+    const std::string& a = argv[i];
+    if ((a == "--runas" || a == "-U") && i + 1 < argv.size()) spec = argv[++i];
+    else if (a.starts_with("--runas=")) spec = a.substr(8);
+    else if (a.starts_with("-U") && a.size() > 2) spec = a.substr(2);
   }
   const auto colon = spec.find(':');
   const std::string user = spec.substr(0, colon), group = colon == std::string::npos ? "" : spec.substr(colon + 1);
@@ -55,13 +59,67 @@ inline bool passt_user(const std::vector<std::string>& argv, uid_t& uid, gid_t& 
   return u != 0;
 }
 
+/// Field 22 of /proc/PID/stat (start time in clock ticks); empty if none.
+inline std::string process_start_time(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(in, line)) return {};
+  auto at = line.rfind(')');
+  if (at == std::string::npos) return {};
+  for (int field = 2; field < 22 && at != std::string::npos; ++field) at = line.find(' ', at + 1);
+  if (at == std::string::npos) return {};
+  return line.substr(at + 1, line.find(' ', at + 1) - at - 1);
+}
+
+/// "netpasst-<pid>.<start time>-": the prefix of this process's private
+/// directories; a directory with another owner's prefix is stale once that
+/// owner no longer runs.
+inline std::string private_directory_prefix(pid_t pid) {
+  return "netpasst-" + std::to_string(pid) + "." + process_start_time(pid) + "-";
+}
+
+/// Removes the private directories in `parent` whose owner process is gone
+/// (only directories of ours, never through a symlink).
+inline void remove_stale_private_directories(const std::filesystem::path& parent) {
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it(parent, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (!name.starts_with("netpasst-")) continue;
+    const auto dot = name.find('.', 9), dash = name.find('-', 9);
+    if (dot == std::string::npos || dash == std::string::npos || dot > dash) continue;
+    char* end_of_pid = nullptr;
+    const long pid = std::strtol(name.c_str() + 9, &end_of_pid, 10);
+    if (end_of_pid != name.c_str() + dot || pid <= 0) continue;
+    if (name.compare(0, dash + 1, private_directory_prefix(pid_t(pid))) == 0) continue;  // its owner still runs
+    struct stat st {};
+    if (::lstat(it->path().c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != ::geteuid()) continue;
+    std::error_code ignored;
+    std::filesystem::remove_all(it->path(), ignored);
+  }
+}
+
+/// The inode of the socket `fd`, 0 on error.
+inline ino_t socket_inode(int fd) {
+  struct stat st {};
+  return ::fstat(fd, &st) == 0 ? st.st_ino : 0;
+}
+
+/// True when process `pid`'s descriptor 3 is the socket with inode `inode`.
+inline bool holds_socket(pid_t pid, ino_t inode) {
+  std::error_code ec;
+  const auto target = std::filesystem::read_symlink("/proc/" + std::to_string(pid) + "/fd/3", ec);
+  return !ec && target.string() == "socket:[" + std::to_string(inode) + "]";
+}
+
 /// Everything done before the wait: private directory, socketpair, spawn.
 /// Returns the state; on error `ec` is set and the state is cleaned up and
 /// carries the failure message.
-inline std::shared_ptr<process_state> start_passt(const std::vector<std::string>& argv, const launcher_config& config,
-                                                  launch_mode mode, std::error_code& ec) {
+inline std::shared_ptr<process_state> start_passt(const asio::any_io_executor& executor,
+                                                  const std::vector<std::string>& argv, const launcher_config& config,
+                                                  bool foreground, ino_t& peer_inode, std::error_code& ec) {
   ec.clear();
   auto state = std::make_shared<process_state>();
+  state->executor = executor;
   state->output_limit = config.error_output_limit;
   auto fail = [&](std::error_code e, std::string message) {
     ec = e;
@@ -69,47 +127,59 @@ inline std::shared_ptr<process_state> start_passt(const std::vector<std::string>
     state->cleanup();
     return state;
   };
+  auto fail_os = [&](const std::string& step) {
+    const auto e = last_os_error();
+    return fail(e, step + ": " + e.message());
+  };
   if (argv.empty()) return fail(errc::passt_not_found, "empty argv: no passt binary named");
   state->argv0 = argv[0];
 
   uid_t uid = 0;
   gid_t gid = 0;
-  const bool chown_needed = passt_user(argv, uid, gid);
+  const bool other_user = passt_user(argv, uid, gid);
   std::filesystem::path parent = config.runtime_directory;
   if (parent.empty()) {
     const char* xdg = std::getenv("XDG_RUNTIME_DIR");
     parent = xdg && *xdg ? xdg : "/tmp";
     struct stat st {};
     // passt drops to another user: it must be able to reach the directory.
-    if (chown_needed && (::stat(parent.c_str(), &st) != 0 || !(st.st_mode & S_IXOTH))) parent = "/tmp";
+    if (other_user && (::stat(parent.c_str(), &st) != 0 || !(st.st_mode & S_IXOTH))) parent = "/tmp";
   }
-  std::string dir = (parent / "netpasst-XXXXXX").string();
-  if (!::mkdtemp(dir.data())) return fail(last_os_error(), "cannot create a private directory in " + parent.string());
+  remove_stale_private_directories(parent);
+  std::string dir = (parent / (private_directory_prefix(::getpid()) + "XXXXXX")).string();
+  if (!::mkdtemp(dir.data())) return fail_os("cannot create a private directory in " + parent.string());
   state->directory = dir;
-  if (chown_needed && ::chown(dir.c_str(), uid, gid) != 0)
-    return fail(last_os_error(), "cannot hand " + dir + " to the user passt runs as");
   state->pidfile = state->directory / "passt.pid";
+  if (other_user) {
+    unique_fd pidfile(::open(state->pidfile.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!pidfile) return fail_os("cannot create " + state->pidfile.string());
+    if (::fchown(pidfile.get(), uid, gid) != 0)
+      return fail_os("cannot hand " + state->pidfile.string() + " to uid " + std::to_string(uid));
+    if (::chmod(dir.c_str(), 0711) != 0) return fail_os("chmod " + dir);
+  }
 
   int pair[2];
   if (NETPASST_SPAWN_SYSCALL(socketpair)(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0)
-    return fail(last_os_error(), "socketpair failed");
+    return fail_os("socketpair");
   state->socket.reset(pair[0]);
   unique_fd theirs(pair[1]);
-  if (const int size = config.socket_buffer_bytes; size > 0)
-    for (int fd : pair)
-      for (auto [forced, plain] : {std::pair{SO_SNDBUFFORCE, SO_SNDBUF}, std::pair{SO_RCVBUFFORCE, SO_RCVBUF}})
-        if (::setsockopt(fd, SOL_SOCKET, forced, &size, sizeof size) != 0)
-          ::setsockopt(fd, SOL_SOCKET, plain, &size, sizeof size);
+  peer_inode = socket_inode(theirs.get());
+  if (const int size = config.peer_socket_buffer_bytes; size > 0)
+    for (auto [forced, plain] : {std::pair{SO_SNDBUFFORCE, SO_SNDBUF}, std::pair{SO_RCVBUFFORCE, SO_RCVBUF}})
+      if (::setsockopt(theirs.get(), SOL_SOCKET, forced, &size, sizeof size) != 0)
+        ::setsockopt(theirs.get(), SOL_SOCKET, plain, &size, sizeof size);
 
   std::vector<std::string> full = argv;
-  if (mode == launch_mode::foreground) full.push_back("--foreground");
-  full.insert(full.end(), {"--pid", state->pidfile.string(), "--fd", "3"});
+  append_launcher_arguments(full, state->pidfile.string(), 3, foreground);
   std::string message;
-  child_process child = spawn(full, spawn_options{.fd3 = theirs.get(), .separate_stdout = false}, ec, &message);
+  child_process child =
+      spawn(full, spawn_options{.fd3 = theirs.get(), .separate_stdout = false, .new_process_group = true}, ec,
+            &message);
   if (ec) return fail(ec, message);
   state->pid = child.pid;
   state->pidfd = std::move(child.pidfd);
   state->child = true;
+  state->group_leader = true;
   state->err_fd = std::move(child.err);
   return state;
 }
@@ -118,7 +188,7 @@ inline std::shared_ptr<process_state> start_passt(const std::vector<std::string>
 /// Returns 0 when missing, empty or not a number (`text` gets the content).
 inline pid_t read_pidfile(const std::filesystem::path& path, std::string& text) {
   text.clear();
-  unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
   if (!fd) return 0;
   char buffer[64];
   const ssize_t n = ::read(fd.get(), buffer, sizeof buffer);
@@ -131,57 +201,48 @@ inline pid_t read_pidfile(const std::filesystem::path& path, std::string& text) 
   return pid_t(std::stol(digits));
 }
 
-/// Whether the live process `pid` is a passt: its comm (or, when readable,
-/// its executable's name) starts with "passt" or with the name of the binary
-/// we started (the first 15 characters, as comm keeps).
-inline bool looks_like_passt(pid_t pid, const std::string& argv0) {
-  const std::string proc = "/proc/" + std::to_string(pid);
-  std::string comm;
-  if (unique_fd fd(::open((proc + "/comm").c_str(), O_RDONLY | O_CLOEXEC)); fd) {
-    char buffer[32];
-    const ssize_t n = ::read(fd.get(), buffer, sizeof buffer);
-    if (n > 0) comm.assign(buffer, std::size_t(n));
-    while (!comm.empty() && comm.back() == '\n') comm.pop_back();
-  }
-  const std::string own = std::filesystem::path(argv0).filename().string().substr(0, 15);
-  auto matches = [&](const std::string& name) { return !name.empty() && (name.starts_with("passt") || (!own.empty() && name.starts_with(own))); };
-  if (matches(comm)) return true;
-  std::error_code ignored;
-  return matches(std::filesystem::read_symlink(proc + "/exe", ignored).filename().string());
+/// Quotes a short excerpt of untrusted text for a one-line message.
+inline std::string quoted_excerpt(std::string_view text) {
+  std::string out = "'";
+  for (char c : text.substr(0, 32)) out += (c >= 0x20 && c < 0x7f && c != '\'') ? c : '?';
+  return out + (text.size() > 32 ? "...'" : "'");
 }
 
 /// Daemon mode, after the parent passt exited with status 0: take the pid
-/// from the pidfile, hold it by pidfd, check it again. On success the state
-/// holds the daemon (not our child).
-inline std::error_code adopt_daemon(process_state& s) {
+/// from the pidfile, pin it by pidfd, prove it holds passt's end of our
+/// socket. On success the state holds the daemon (not our child).
+inline std::error_code adopt_daemon(process_state& s, ino_t peer_inode) {
   std::string text;
   const pid_t pid = read_pidfile(s.pidfile, text);
   if (pid <= 1) {
     s.failure = text.empty() ? "passt exited with status 0 but wrote no pidfile " + s.pidfile.string()
-                             : "passt's pidfile holds '" + text.substr(0, text.find('\n')) + "', not a pid above 1";
+                             : "passt's pidfile holds " + quoted_excerpt(text) + ", not a pid above 1";
     return errc::bad_pidfile;
   }
   unique_fd pidfd(pidfd_open(pid));
   if (!pidfd) {
-    s.failure = "the pid passt wrote (" + std::to_string(pid) + ") names no running process";
+    s.failure = "the pid in passt's pidfile (" + std::to_string(pid) + ") names no running process";
     return errc::process_gone;
   }
-  // Now that the process is pinned by the pidfd, make sure it is the one.
-  std::string again;
-  if (read_pidfile(s.pidfile, again) != pid || !looks_like_passt(pid, s.argv0) || pidfd_exited(pidfd.get(), 0)) {
-    s.failure = "the pid passt wrote (" + std::to_string(pid) + ") is not a running passt";
+  // Pinned: if it is still alive after the check, the check saw this process.
+  if (!holds_socket(pid, peer_inode) || pidfd_exited(pidfd.get(), 0)) {
+    s.failure = "the pid in passt's pidfile (" + std::to_string(pid) +
+                ") is not the passt we started: it does not hold our socket";
     return errc::process_gone;
   }
   s.pid = pid;
   s.pidfd = std::move(pidfd);
   s.child = false;
+  s.group_leader = false;
   s.gone = false;
   s.status.reset();
+  s.signal = 0;
   return {};
 }
 
-/// What a timeout, exit or other failure leaves: no process (our child is
-/// killed and reaped), no socket, no files; passt's output and the message.
+/// What a timeout, exit, cancellation or other failure leaves: no process
+/// (our child's group is killed and reaped), no socket, no files; passt's
+/// output and the message.
 inline void fail_launch(process_state& s, const std::string& message) {
   if (s.child) s.kill_now();
   s.drain_now();
@@ -197,33 +258,34 @@ inline void fail_launch(process_state& s, const std::string& message) {
 
 /// The asynchronous launch: waits for the daemonizing parent to exit (daemon
 /// mode, pidfd wait) or for the pidfile to name our child (foreground mode,
-/// polled with a timer), under the deadline.
+/// polled with a timer), under the deadline and the cancellation slot.
 template <class Executor> struct launch_op {
   std::vector<std::string> argv;
   launcher_config config;
-  launch_mode mode;
+  bool foreground;
   Executor executor;
   std::shared_ptr<process_state> state;
   std::shared_ptr<asio::posix::stream_descriptor> watch;
-  std::shared_ptr<asio::steady_timer> timer;     // daemon: the deadline; foreground: the poll tick
+  std::shared_ptr<asio::steady_timer> timer;  // daemon: the deadline; foreground: the poll tick
   std::shared_ptr<bool> timed_out = std::make_shared<bool>(false);
   std::chrono::steady_clock::time_point deadline{};
   std::chrono::milliseconds tick{1};
+  ino_t peer_inode = 0;
   int step = 0;
   std::error_code immediate;
 
-  launch_op(std::vector<std::string> a, const launcher_config& c, launch_mode m, const Executor& e)
-      : argv(std::move(a)), config(c), mode(m), executor(e) {}
+  launch_op(std::vector<std::string> a, const launcher_config& c, bool f, const Executor& e)
+      : argv(std::move(a)), config(c), foreground(f), executor(e) {}
 
   template <class Self> void operator()(Self& self, std::error_code ec = {}) {
     switch (step) {
       case 0: {
         step = 1;
         deadline = std::chrono::steady_clock::now() + config.start_timeout;
-        state = start_passt(argv, config, mode, immediate);
+        state = start_passt(asio::any_io_executor(executor), argv, config, foreground, peer_inode, immediate);
         if (!immediate) {
           state->start_drain(executor);
-          if (mode == launch_mode::daemon) {
+          if (!foreground) {
             watch = state->make_watch(executor, immediate);
             if (!immediate) {
               timer = std::make_shared<asio::steady_timer>(executor, deadline);
@@ -236,15 +298,16 @@ template <class Executor> struct launch_op {
             timer = std::make_shared<asio::steady_timer>(executor, tick);
             return timer->async_wait(std::move(self));
           }
-          fail_launch(*state, "");
+          fail_launch(*state, "watching passt: " + immediate.message());
         }
         step = 2;
         return asio::post(executor, std::move(self));
       }
       case 1:
-        return mode == launch_mode::daemon ? on_parent_exit(self, ec) : on_tick(self, ec);
-      default:
-        return finish(self, immediate);
+        if (self.get_cancellation_state().cancelled() != asio::cancellation_type::none)
+          return fail(self, asio::error::operation_aborted, "launch cancelled");
+        return foreground ? on_tick(self, ec) : on_parent_exit(self, ec);
+      default: return finish(self, immediate);
     }
   }
 
@@ -252,20 +315,19 @@ template <class Executor> struct launch_op {
     timer->cancel();
     watch->close();
     if (*timed_out) return fail(self, errc::start_timeout, timeout_message());
-    if (ec) return fail(self, ec, "launch cancelled");
+    if (ec) return fail(self, ec, "waiting for passt: " + ec.message());
     state->check_exited();
     if (state->signal) return fail(self, errc::passt_killed, "");
     if (state->status.value_or(-1) != 0) return fail(self, errc::passt_exited, "");
-    if (const auto e = adopt_daemon(*state)) return fail(self, e, state->failure);
+    if (const auto e = adopt_daemon(*state, peer_inode)) return fail(self, e, state->failure);
     finish(self, {});
   }
 
   template <class Self> void on_tick(Self& self, std::error_code ec) {
-    if (ec) return fail(self, ec, "launch cancelled");
+    if (ec) return fail(self, ec, "waiting for passt: " + ec.message());
     std::string text;
     if (read_pidfile(state->pidfile, text) == state->pid && !state->check_exited()) return finish(self, {});
-    if (state->check_exited())
-      return fail(self, state->signal ? errc::passt_killed : errc::passt_exited, "");
+    if (state->check_exited()) return fail(self, state->signal ? errc::passt_killed : errc::passt_exited, "");
     if (std::chrono::steady_clock::now() >= deadline) return fail(self, errc::start_timeout, timeout_message());
     tick = std::min(tick * 2, std::chrono::milliseconds(20));
     timer->expires_after(tick);
@@ -273,8 +335,8 @@ template <class Executor> struct launch_op {
   }
 
   std::string timeout_message() const {
-    return std::string(mode == launch_mode::daemon ? "passt did not daemonize" : "passt did not write its pidfile") +
-           " within " + std::to_string(config.start_timeout.count()) + " ms";
+    return std::string(foreground ? "passt did not write its pidfile" : "passt did not daemonize") + " within " +
+           std::to_string(config.start_timeout.count()) + " ms";
   }
 
   template <class Self> void fail(Self& self, std::error_code ec, const std::string& message) {
@@ -285,28 +347,27 @@ template <class Executor> struct launch_op {
   template <class Self> void finish(Self& self, std::error_code ec) {
     timer.reset();
     watch.reset();
-    auto s = std::move(state);
-    self.complete(ec, passt_process(std::move(s)));
+    self.complete(ec, process_access::make(std::move(state)));
   }
 };
 
 /// Starts the launch on `executor`.
 template <class Executor, class Token>
 auto async_launch(const Executor& executor, const std::vector<std::string>& argv, const launcher_config& config,
-                  launch_mode mode, Token&& token) {
+                  bool foreground, Token&& token) {
   return asio::async_compose<Token, void(std::error_code, passt_process)>(
-      launch_op<Executor>{argv, config, mode, executor}, token, executor);
+      launch_op<Executor>{argv, config, foreground, executor}, token, executor);
 }
 
 /// The blocking launch: runs the asynchronous one on a private io_context,
 /// then moves the stderr drain to `executor`.
 template <class Executor>
 passt_process launch(const Executor& executor, const std::vector<std::string>& argv, const launcher_config& config,
-                     launch_mode mode, std::error_code& ec) {
+                     bool foreground, std::error_code& ec) {
   passt_process result;
   {
     asio::io_context context;
-    async_launch(context.get_executor(), argv, config, mode, [&](std::error_code e, passt_process p) {
+    async_launch(context.get_executor(), argv, config, foreground, [&](std::error_code e, passt_process p) {
       ec = e;
       result = std::move(p);
       // The stderr reader would keep `context` running while passt lives.
@@ -314,7 +375,10 @@ passt_process launch(const Executor& executor, const std::vector<std::string>& a
     });
     context.run();
   }
-  if (const auto& s = process_access::state(result); s && !ec) s->start_drain(executor);
+  if (const auto& s = process_access::state(result)) {
+    s->executor = asio::any_io_executor(executor);
+    if (!ec) s->start_drain(s->executor);
+  }
   return result;
 }
 

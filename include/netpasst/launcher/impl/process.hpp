@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdlib>
 #include <string_view>
 #include <vector>
 
@@ -26,9 +27,11 @@ inline int clamp_ms(std::chrono::milliseconds d) { return int(std::clamp<long lo
 
 /// Everything a passt_process owns; shared with its pending operations.
 struct process_state : std::enable_shared_from_this<process_state> {
+  asio::any_io_executor executor;  // where waits complete and stderr is drained
   pid_t pid = 0;              // 0: no process
   unique_fd pidfd;
   bool child = false;         // pid is our child: we reap it
+  bool group_leader = false;  // our child leads its own process group (a launch's wrapper and its children)
   bool gone = false;          // exited (and reaped when our child)
   std::optional<int> status;  // exit code or 128 + signal
   int signal = 0;             // the signal that killed it, if one did
@@ -48,8 +51,7 @@ struct process_state : std::enable_shared_from_this<process_state> {
   ~process_state() {
     cancel();
     if (reader) reader->close();
-    if (!check_exited() && pidfd_send_signal(pidfd.get(), SIGKILL) == 0 && pidfd_exited(pidfd.get(), 10000))
-      check_exited();
+    kill_now();
     cleanup();
   }
 
@@ -57,9 +59,15 @@ struct process_state : std::enable_shared_from_this<process_state> {
   static bool is_noise(std::string_view line) {
     return line.starts_with("Failed to send ") && line.find(" bytes to syslog") != std::string_view::npos;
   }
+  /// Appends a line, then drops the oldest whole lines beyond the limit.
   void keep(std::string_view line) {
-    if (is_noise(line) || output.size() >= output_limit) return;
-    output.append(line.substr(0, output_limit - output.size()));
+    if (is_noise(line) || output_limit == 0) return;
+    if (line.size() > output_limit) line = line.substr(line.size() - output_limit);
+    output.append(line);
+    if (output.size() <= output_limit) return;
+    std::size_t cut = output.size() - output_limit;
+    if (const auto nl = output.find('\n', cut - 1); nl != std::string::npos && nl + 1 < output.size()) cut = nl + 1;
+    output.erase(0, cut);
   }
   void consume(const char* data, std::size_t n) {
     partial.append(data, n);
@@ -134,7 +142,11 @@ struct process_state : std::enable_shared_from_this<process_state> {
     return true;
   }
   /// SIGKILL (our child only, or a validated passt) and wait for it, bounded.
+  /// Our child's process group goes too while the child is unreaped (its
+  /// pid, hence the group id, cannot have been reused): a wrapper script's
+  /// own children are not left behind.
   void kill_now() {
+    if (child && group_leader && pid > 1 && !gone) ::kill(-pid, SIGKILL);
     if (check_exited()) return;
     if (pidfd_send_signal(pidfd.get(), SIGKILL) == 0 || errno == ESRCH) pidfd_exited(pidfd.get(), 10000);
     check_exited();
@@ -185,11 +197,15 @@ struct process_state : std::enable_shared_from_this<process_state> {
     if (!argv0.empty() && line.starts_with(argv0 + ": ")) line.remove_prefix(argv0.size() + 2);
     return std::string(line);
   }
-  /// "passt exited with status 1: <passt's message>" or "passt was killed by signal 9 (Killed)".
-  std::string describe_exit() const {
-    std::string text = signal ? "passt was killed by signal " + std::to_string(signal) + " (" + ::strsignal(signal) + ")"
-                              : "passt exited with status " + std::to_string(status_or_unknown());
-    if (auto m = passt_message(); !m.empty()) text += ": " + m;
+  /// "passt exited with status 1: <passt's message>", "passt was killed by
+  /// signal 9 (Killed)", or "passt exited" when the status is unknowable;
+  /// with " (pid N)" after "passt" when `with_pid`.
+  std::string describe_exit(bool with_pid = false) const {
+    std::string text = with_pid && pid > 0 ? "passt (pid " + std::to_string(pid) + ")" : "passt";
+    if (signal) text += " was killed by signal " + std::to_string(signal) + " (" + ::strsignal(signal) + ")";
+    else if (status) text += " exited with status " + std::to_string(*status);
+    else text += " exited";
+    if (auto m = passt_message(); !m.empty() && !(status == 0 && !signal)) text += ": " + m;
     return text;
   }
 };
@@ -197,7 +213,22 @@ struct process_state : std::enable_shared_from_this<process_state> {
 /// Grants launchers access to a passt_process's state.
 struct process_access {
   static const std::shared_ptr<process_state>& state(const passt_process& p) noexcept { return p.state_; }
+  static passt_process make(std::shared_ptr<process_state> s) noexcept { return passt_process(std::move(s)); }
 };
+
+/// The pid a pidfd refers to, from /proc/self/fdinfo; 0 when it is not a
+/// pidfd, -1 when the process has exited (and been reaped).
+inline pid_t pid_of_pidfd(int pidfd) {
+  unique_fd info(::open(("/proc/self/fdinfo/" + std::to_string(pidfd)).c_str(), O_RDONLY | O_CLOEXEC));
+  if (!info) return 0;
+  char buffer[1024];
+  const ssize_t n = ::read(info.get(), buffer, sizeof buffer - 1);
+  if (n <= 0) return 0;
+  buffer[n] = '\0';
+  const char* line = ::strstr(buffer, "\nPid:");
+  if (!line) return 0;
+  return pid_t(std::strtol(line + 5, nullptr, 10));
+}
 
 template <class Executor> struct wait_exit_op {
   std::shared_ptr<process_state> state;
@@ -211,6 +242,7 @@ template <class Executor> struct wait_exit_op {
   template <class Self> void operator()(Self& self, std::error_code ec = {}) {
     if (!started) {
       started = true;
+      self.reset_cancellation_state(asio::enable_total_cancellation());
       if (state && !state->check_exited()) watch = state->make_watch(executor, ec);
       if (watch) return watch->async_wait(asio::posix::stream_descriptor::wait_read, std::move(self));
       immediate = ec;
@@ -239,6 +271,7 @@ template <class Executor> struct terminate_op {
   template <class Self> void operator()(Self& self, std::error_code ec = {}) {
     if (!started) {
       started = true;
+      self.reset_cancellation_state(asio::enable_total_cancellation());
       if (state && !state->check_exited()) {
         if (pidfd_send_signal(state->pidfd.get(), SIGTERM) == 0) {
           kill_timer = std::make_shared<asio::steady_timer>(executor, grace);
@@ -281,6 +314,41 @@ inline passt_process::~passt_process() {
   std::error_code ignored;
   terminate(std::chrono::milliseconds(500), ignored);
   state_->cancel();
+}
+
+inline passt_process passt_process::adopt(adopted_passt what, std::error_code& ec) {
+  ec.clear();
+  if (!what.pidfd || !what.socket) return ec = std::make_error_code(std::errc::bad_file_descriptor), passt_process{};
+  const pid_t pid = detail::pid_of_pidfd(what.pidfd.get());
+  if (pid == 0) return ec = std::make_error_code(std::errc::bad_file_descriptor), passt_process{};
+  if (pid < 0 || detail::pidfd_exited(what.pidfd.get(), 0)) return ec = errc::process_gone, passt_process{};
+  auto s = std::make_shared<detail::process_state>();
+  s->executor = what.executor;
+  s->pid = pid;
+  s->pidfd = std::move(what.pidfd);
+  s->socket = std::move(what.socket);
+  s->child = what.is_child;
+  s->directory = std::move(what.private_directory);
+  s->err_fd = std::move(what.error_output);
+  if (s->err_fd) s->start_drain(s->executor);
+  return passt_process(std::move(s));
+}
+
+inline passt_process passt_process::adopt(adopted_passt what) {
+  std::error_code ec;
+  passt_process p = adopt(std::move(what), ec);
+  if (ec) throw std::system_error(ec, "netpasst: adopting passt");
+  return p;
+}
+
+inline asio::any_io_executor passt_process::get_executor() const noexcept {
+  return state_ ? state_->executor : asio::any_io_executor{};
+}
+
+inline std::string passt_process::exit_description() const {
+  if (!state_ || !state_->check_exited()) return {};
+  state_->drain_now();
+  return state_->describe_exit(true);
 }
 
 inline pid_t passt_process::pid() const noexcept { return state_ ? state_->pid : 0; }
@@ -332,6 +400,16 @@ inline void passt_process::terminate(std::chrono::milliseconds grace) {
 
 inline void passt_process::cancel() noexcept {
   if (state_) state_->cancel();
+}
+
+template <asio::completion_token_for<void(std::error_code, int)> Token>
+auto passt_process::async_wait_exit(Token&& token) {
+  return async_wait_exit(get_executor(), std::forward<Token>(token));
+}
+
+template <asio::completion_token_for<void(std::error_code)> Token>
+auto passt_process::async_terminate(std::chrono::milliseconds grace, Token&& token) {
+  return async_terminate(get_executor(), grace, std::forward<Token>(token));
 }
 
 template <class Executor, asio::completion_token_for<void(std::error_code, int)> Token>
