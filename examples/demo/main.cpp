@@ -11,8 +11,7 @@
 
 #include <netpasst/guest/mini_guest.hpp>
 #include <netpasst/json.hpp>
-#include <netpasst/launcher/daemon.hpp>
-#include <netpasst/launcher/foreground.hpp>
+#include <netpasst/launcher/passt_launcher.hpp>
 #include <netpasst/lifecycle.hpp>
 
 #include <asio/co_spawn.hpp>
@@ -216,7 +215,7 @@ asio::awaitable<int> run(Lifecycle& life, const demo_args& args, asio::ip::udp::
 template <class Launcher>
 int run_with(asio::io_context& io, netpasst::options opts, const demo_args& args) {
   netpasst::lifecycle_config config;
-  using lifecycle_type = netpasst::basic_lifecycle<netpasst::argv_builder, Launcher, netpasst::stream_transport>;
+  using lifecycle_type = netpasst::basic_lifecycle<netpasst::stream_session, Launcher>;
   lifecycle_type life(io, std::move(opts), config);
   asio::ip::udp::socket echo_socket(io, asio::ip::udp::endpoint(asio::ip::make_address_v4("127.0.0.1"), 0));
   asio::co_spawn(io, echo(echo_socket), asio::detached);

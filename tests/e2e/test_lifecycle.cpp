@@ -8,7 +8,7 @@
 #include "../common/test_support.hpp"
 
 #include <netpasst/guest/mini_guest.hpp>
-#include <netpasst/launcher/foreground.hpp>
+#include <netpasst/launcher/passt_launcher.hpp>
 
 #include <asio/io_context.hpp>
 #include <asio/posix/stream_descriptor.hpp>
@@ -185,7 +185,7 @@ bool in_namespace() {
 TEMPLATE_TEST_CASE("a guest gets a lease, resolves the gateway, and reaches the host by UDP and ICMP", "[lifecycle]",
                    netpasst::daemon_launcher, netpasst::foreground_launcher) {
   if (!in_namespace()) return;
-  using lifecycle_type = netpasst::basic_lifecycle<netpasst::argv_builder, TestType, netpasst::stream_transport>;
+  using lifecycle_type = netpasst::basic_lifecycle<netpasst::stream_session, TestType>;
   asio::io_context io;
   udp_echo echo(io);
   lifecycle_type life(io, test_options());
@@ -498,7 +498,7 @@ TEST_CASE("QEMU defects do not happen here", "[lifecycle][qemu]") {
       if (e.kind == lifecycle_event_kind::restarting) gone_before_relaunch = process_gone(first);
     });
     // Break the connection without killing passt: the lifecycle must end the old one itself.
-    life.next_layer()->close();
+    life.next_layer().connection()->close();
     std::optional<std::error_code> received;
     life.async_receive([&](std::error_code ec, netpasst::frame_batch) { received = ec; });
     REQUIRE(run_until(io, [&] { return log.count(lifecycle_event_kind::link_up) == 2; }));

@@ -3,7 +3,7 @@
 // (template interface np0 192.0.2.10/24, gateway 192.0.2.1).
 #include <netpasst/transport/stream.hpp>
 
-#include <netpasst/launcher/foreground.hpp>
+#include <netpasst/launcher/passt_launcher.hpp>
 
 #include "e2e_env.hpp"
 

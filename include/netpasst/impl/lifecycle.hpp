@@ -1,13 +1,14 @@
 #pragma once
-// Implementation of lifecycle.hpp.
+// Implementation of netpasst/lifecycle.hpp.
 
-#include <netpasst/detail/erased_handler.hpp>
+#include <netpasst/lifecycle.hpp>
 
-#include <asio/associated_executor.hpp>
-#include <asio/dispatch.hpp>
+#include <asio/basic_waitable_timer.hpp>
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/cancellation_signal.hpp>
+#include <asio/compose.hpp>
 #include <asio/error.hpp>
 #include <asio/post.hpp>
-#include <asio/steady_timer.hpp>
 
 #include <algorithm>
 #include <optional>
@@ -42,296 +43,68 @@ inline std::string_view to_string(lifecycle_state state) noexcept {
 
 namespace detail {
 
-// Completes `handler` on its associated executor (inline when already there).
-template <class Handler, class Executor, class... Args>
-void complete_now(Handler&& handler, const Executor& fallback, Args... args) {
-  auto executor = asio::get_associated_executor(handler, fallback);
-  asio::dispatch(executor, [h = std::forward<Handler>(handler), ... a = std::move(args)]() mutable {
-    std::move(h)(std::move(a)...);
-  });
-}
-
-// Completes `handler` later, never inside the calling function.
-template <class Handler, class Executor, class... Args>
-void complete_later(Handler&& handler, const Executor& fallback, Args... args) {
-  auto executor = asio::get_associated_executor(handler, fallback);
-  asio::post(executor, [h = std::forward<Handler>(handler), ... a = std::move(args)]() mutable {
-    std::move(h)(std::move(a)...);
-  });
-}
-
-inline bool is_connection_error(const std::error_code& ec) noexcept {
-  return ec && ec != make_error_code(errc::would_block) && ec != make_error_code(errc::frame_too_short) &&
-         ec != make_error_code(errc::frame_too_long);
-}
-
-template <class Builder, class Launcher, class Transport>
-class lifecycle_state_impl : public std::enable_shared_from_this<lifecycle_state_impl<Builder, Launcher, Transport>> {
+/// Everything a lifecycle owns. Callbacks of the launcher, process and
+/// session carry the attempt they belong to; `attempt_` moves on whenever an
+/// attempt ends, so a late callback of an old passt changes nothing.
+template <class Session, class Launcher, class Builder>
+class lifecycle_impl : public std::enable_shared_from_this<lifecycle_impl<Session, Launcher, Builder>> {
 public:
   using executor_type = typename Launcher::executor_type;
+  using process_type = typename Launcher::process_type;
   using clock = std::chrono::steady_clock;
-  using completion = erased_handler<void(std::error_code)>;
-  using receive_completion = erased_handler<void(std::error_code, frame_batch)>;
+  using timer_type = asio::basic_waitable_timer<clock, asio::wait_traits<clock>, executor_type>;
 
-  lifecycle_state_impl(Launcher launcher, options opts, const lifecycle_config& config, Builder builder,
-                       const typename Transport::config_type& transport_config)
-      : launcher_(std::move(launcher)), options_(std::move(opts)), config_(config), builder_(std::move(builder)),
-        transport_config_(transport_config), executor_(launcher_.get_executor()), timer_(executor_) {}
-
-  // Forwards one user receive to a transport of generation `generation`.
-  template <class Handler> struct forwarded_receive {
-    std::weak_ptr<lifecycle_state_impl> owner;
-    std::uint64_t generation;
-    Handler handler;
-    void operator()(std::error_code ec, frame_batch batch) {
-      if (auto self = owner.lock()) self->on_receive_done(generation, ec, batch, std::move(handler));
-      else std::move(handler)(make_error_code(errc::stopped), frame_batch{});
-    }
-  };
-
-  template <class Handler> struct forwarded_writable {
-    std::weak_ptr<lifecycle_state_impl> owner;
-    std::uint64_t generation;
-    Handler handler;
-    void operator()(std::error_code ec) {
-      if (auto self = owner.lock()) self->on_writable_done(generation, ec, std::move(handler));
-      else std::move(handler)(make_error_code(errc::stopped));
-    }
-  };
-
-  // ---- start and stop --------------------------------------------------
-
-  void start(completion handler) {
-    switch (state_) {
-      case lifecycle_state::running: handler.post({}); return;
-      case lifecycle_state::starting:
-      case lifecycle_state::restarting: start_waiters_.push_back(std::move(handler)); return;
-      case lifecycle_state::stopping: handler.post(make_error_code(errc::stopped)); return;
-      default: break;
-    }
-    start_waiters_.push_back(std::move(handler));
-    consecutive_failures_ = 0;
-    last_error_ = {};
-    last_message_.clear();
-    std::vector<diagnostic> problems;
-    argv_ = builder_.build(options_, problems);
-    if (argv_.empty()) {
-      std::string message = "invalid options:";
-      for (const auto& p : problems) message += " " + (p.pointer.empty() ? "/" : p.pointer) + ": " + p.message + ";";
-      if (problems.empty()) message += " the builder made no argv";
-      fail(make_error_code(errc::invalid_options), message);
-      return;
-    }
-    state_ = lifecycle_state::starting;
-    emit(event(lifecycle_event_kind::starting));
-    if (state_ == lifecycle_state::starting) launch();
+  template <class... SessionArgs>
+  lifecycle_impl(Launcher launcher, options opts, const lifecycle_config& config, Builder builder,
+                 SessionArgs&&... session_args)
+      : launcher_(std::move(launcher)), session_(std::forward<SessionArgs>(session_args)...),
+        options_(std::move(opts)), config_(config), builder_(std::move(builder)),
+        executor_(launcher_.get_executor()), backoff_(executor_), settle_(executor_), changed_(executor_) {
+    changed_.expires_at(clock::time_point::max());
   }
 
-  void stop(completion handler) {
-    switch (state_) {
-      case lifecycle_state::stopped: handler.post({}); return;
-      case lifecycle_state::idle:
-        state_ = lifecycle_state::stopped;
-        fail_parked(make_error_code(errc::stopped));
-        handler.post({});
-        return;
-      case lifecycle_state::failed:
-        state_ = lifecycle_state::stopped;
-        handler.post({});
-        emit(event(lifecycle_event_kind::stopped));
-        return;
-      case lifecycle_state::stopping: stop_waiters_.push_back(std::move(handler)); return;
-      default: break;
-    }
-    stop_waiters_.push_back(std::move(handler));
-    const bool was_up = visible_link_up();
-    const pid_t old_pid = pid();
-    state_ = lifecycle_state::stopping;
-    timer_.cancel();
-    retire_transport();
-    if (process_) terminate_async(take_process());
-    if (was_up)
-      emit(event(lifecycle_event_kind::link_down, old_pid, make_error_code(errc::stopped), "stopped"));
-    finish_stop_if_done();
-  }
+  Launcher launcher_;
+  Session session_;
+  options options_;
+  lifecycle_config config_;
+  Builder builder_;
+  executor_type executor_;
+  timer_type backoff_, settle_;
+  timer_type changed_;  ///< Never expires: cancelled on every state change to wake the start/stop waiters.
 
-  // Blocking stop for stop() and the destructor.
-  void stop_now(bool with_events) noexcept {
-    if (state_ == lifecycle_state::idle || state_ == lifecycle_state::stopped) {
-      state_ = lifecycle_state::stopped;
-      fail_parked(make_error_code(errc::stopped));
-      return;
-    }
-    const bool was_up = visible_link_up();
-    const pid_t old_pid = pid();
-    state_ = lifecycle_state::stopped;
-    timer_.cancel();
-    retire_transport();
-    retired_.clear();
-    if (process_) {
-      std::error_code ignored;
-      process_->terminate(config_.stop_grace, ignored);
-      process_.reset();
-    }
-    fail_parked(make_error_code(errc::stopped));
-    for (auto& w : std::exchange(stop_waiters_, {})) w.post({});
-    if (!with_events) return;
-    if (was_up)
-      emit(event(lifecycle_event_kind::link_down, old_pid, make_error_code(errc::stopped), "stopped"));
-    emit(event(lifecycle_event_kind::stopped));
-  }
+  lifecycle_state state_ = lifecycle_state::idle;
+  std::optional<process_type> process_;
+  std::vector<std::string> argv_;
+  std::uint64_t generation_ = 0, attempt_ = 0;
+  unsigned consecutive_failures_ = 0, ops_pending_ = 0, terminations_pending_ = 0;
+  clock::time_point started_at_{};
+  bool admin_up_ = true, backoff_armed_ = false;
+  bool attempt_active_ = false;  ///< A launch, handshake or running passt belongs to `attempt_`.
+  std::error_code last_error_, cleanup_error_;
+  std::string last_message_;
+  lifecycle_counters counters_;
+  std::vector<std::weak_ptr<asio::cancellation_signal>> cancels_;
+  std::vector<std::pair<std::uint64_t, std::function<void(const lifecycle_event&)>>> subscribers_;
+  std::uint64_t last_subscription_ = 0;
 
-  void set_link(bool up) {
-    if (up == admin_up_) return;
-    const bool connected = state_ == lifecycle_state::running;
-    admin_up_ = up;
-    if (!connected) return;
-    if (up) emit(event(lifecycle_event_kind::link_up, pid()));
-    else emit(event(lifecycle_event_kind::link_down, pid(), {}, "link set down"));
-  }
+  // ---- observers ---------------------------------------------------------
 
-  // ---- frames ------------------------------------------------------------
-
-  template <class Send>
-  auto send(std::error_code& ec, std::size_t count, Send&& send_through) -> decltype(send_through(ec)) {
-    using result = decltype(send_through(ec));
-    ec = {};
-    if (state_ == lifecycle_state::running && transport_) {
-      if (!admin_up_) {
-        counters_.frames_dropped += count;
-        return result(count);
-      }
-      auto taken = send_through(ec);
-      if (is_connection_error(ec)) {
-        report_loss_later(generation_, ec, "sending to passt: " + ec.message());
-        ec = make_error_code(errc::would_block);
-      }
-      return taken;
-    }
-    ec = unavailable_error();
-    return result{};
-  }
-
-  bool try_send(frame f, std::error_code& ec) {
-    return send(ec, 1, [&](std::error_code& e) { return transport_->try_send(f, e); });
-  }
-
-  std::size_t try_send(std::span<const frame> frames, std::error_code& ec) {
-    return send(ec, frames.size(), [&](std::error_code& e) { return transport_->try_send(frames, e); });
-  }
-
-  template <class Handler> void receive(Handler&& handler) {
-    if (receive_busy_) {
-      complete_later(std::forward<Handler>(handler), executor_, make_error_code(errc::operation_in_progress),
-                     frame_batch{});
-      return;
-    }
-    retired_.clear();
-    receive_cancelled_ = false;
-    switch (state_) {
-      case lifecycle_state::running:
-        receive_busy_ = true;
-        transport_->async_receive(forwarded_receive<std::decay_t<Handler>>{this->weak_from_this(), generation_,
-                                                                           std::forward<Handler>(handler)});
-        return;
-      case lifecycle_state::idle:
-      case lifecycle_state::starting:
-      case lifecycle_state::restarting:
-        receive_busy_ = true;
-        parked_receive_ = receive_completion(std::forward<Handler>(handler), executor_);
-        return;
-      default: complete_later(std::forward<Handler>(handler), executor_, terminal_error(), frame_batch{});
-    }
-  }
-
-  template <class Handler> void wait_writable(Handler&& handler) {
-    if (writable_busy_) {
-      complete_later(std::forward<Handler>(handler), executor_, make_error_code(errc::operation_in_progress));
-      return;
-    }
-    writable_cancelled_ = false;
-    switch (state_) {
-      case lifecycle_state::running:
-        writable_busy_ = true;
-        transport_->async_wait_writable(forwarded_writable<std::decay_t<Handler>>{
-            this->weak_from_this(), generation_, std::forward<Handler>(handler)});
-        return;
-      case lifecycle_state::idle:
-      case lifecycle_state::starting:
-      case lifecycle_state::restarting:
-        writable_busy_ = true;
-        parked_writable_ = completion(std::forward<Handler>(handler), executor_);
-        return;
-      default: complete_later(std::forward<Handler>(handler), executor_, terminal_error());
-    }
-  }
-
-  void cancel() {
-    if (parked_receive_) {
-      receive_busy_ = false;
-      parked_receive_.post(make_error_code(asio::error::operation_aborted), frame_batch{});
-    } else if (receive_busy_) {
-      receive_cancelled_ = true;
-    }
-    if (parked_writable_) {
-      writable_busy_ = false;
-      parked_writable_.post(make_error_code(asio::error::operation_aborted));
-    } else if (writable_busy_) {
-      writable_cancelled_ = true;
-    }
-    if (transport_) transport_->cancel();
-  }
-
-  template <class Handler>
-  void on_receive_done(std::uint64_t generation, std::error_code ec, frame_batch batch, Handler&& handler) {
-    const bool current = generation == generation_ && state_ == lifecycle_state::running;
-    if (!ec && current && !admin_up_) {  // link down: discard and keep reading
-      counters_.frames_dropped += batch.size();
-      transport_->async_receive(
-          forwarded_receive<std::decay_t<Handler>>{this->weak_from_this(), generation, std::forward<Handler>(handler)});
-      return;
-    }
-    if (!ec || (ec == asio::error::operation_aborted && receive_cancelled_ && current)) {
-      receive_busy_ = false;
-      complete_now(std::forward<Handler>(handler), executor_, ec, ec ? frame_batch{} : batch);
-      return;
-    }
-    if (current) report_loss(generation, ec, "receiving from passt: " + ec.message());
-    park_or_end_receive(std::forward<Handler>(handler));
-  }
-
-  template <class Handler> void on_writable_done(std::uint64_t generation, std::error_code ec, Handler&& handler) {
-    const bool current = generation == generation_ && state_ == lifecycle_state::running;
-    if (!ec || (ec == asio::error::operation_aborted && writable_cancelled_ && current)) {
-      writable_busy_ = false;
-      complete_now(std::forward<Handler>(handler), executor_, ec);
-      return;
-    }
-    if (current) report_loss(generation, ec, "sending to passt: " + ec.message());
-    if (awaiting_link()) {
-      parked_writable_ = completion(std::forward<Handler>(handler), executor_);
-    } else {
-      writable_busy_ = false;
-      complete_now(std::forward<Handler>(handler), executor_,
-                   state_ == lifecycle_state::running ? std::error_code{} : terminal_error());
-    }
-  }
-
-  // ---- observers -----------------------------------------------------------
-
-  pid_t pid() const noexcept { return process_ ? process_->pid() : 0; }
-
+  pid_t pid() const noexcept { return state_ == lifecycle_state::running && process_ ? process_->pid() : 0; }
   bool visible_link_up() const noexcept { return state_ == lifecycle_state::running && admin_up_; }
 
   std::string status() const {
-    std::string s(transport_kind<Transport>());
+    std::string s(to_string(Session::mode));
     s += ',';
     switch (state_) {
       case lifecycle_state::idle: return s + "not started";
       case lifecycle_state::starting: return s + "starting";
       case lifecycle_state::running:
         return s + (admin_up_ ? "connected to pid " : "link down, pid ") + std::to_string(pid());
-      case lifecycle_state::restarting: return s + "restarting (attempt " + std::to_string(consecutive_failures_) + ")";
+      case lifecycle_state::restarting:
+        if (backoff_armed_ || attempt_active_)
+          return s + "restarting (attempt " + std::to_string(consecutive_failures_) + " of " +
+                 std::to_string(config_.restart.max_attempts) + "): " + last_message_;
+        return s + "link down, restarting: " + last_message_;
       case lifecycle_state::stopping: return s + "stopping";
       case lifecycle_state::stopped: return s + "stopped";
       case lifecycle_state::failed: return s + "failed: " + last_message_;
@@ -341,7 +114,11 @@ public:
 
   lifecycle_counters counters() const noexcept {
     lifecycle_counters c = counters_;
-    if (transport_) add(c, transport_->counters());
+    if constexpr (requires { session_.counters(); }) {
+      const auto t = session_.counters();
+      static_cast<transport_counters&>(c) = static_cast<const transport_counters&>(t);
+      if constexpr (requires { t.frames_dropped; }) c.frames_dropped = t.frames_dropped;
+    }
     return c;
   }
 
@@ -349,211 +126,238 @@ public:
     subscribers_.emplace_back(++last_subscription_, std::move(handler));
     return last_subscription_;
   }
-
   void unsubscribe(std::uint64_t id) noexcept {
     std::erase_if(subscribers_, [id](const auto& s) { return s.first == id; });
   }
 
-  Launcher launcher_;
-  options options_;
-  lifecycle_config config_;
-  Builder builder_;
-  typename Transport::config_type transport_config_;
-  executor_type executor_;
-  asio::basic_waitable_timer<clock, asio::wait_traits<clock>, executor_type> timer_;
+  // ---- start and stop ------------------------------------------------------
 
-  lifecycle_state state_ = lifecycle_state::idle;
-  bool admin_up_ = true;
-  std::vector<std::string> argv_;
-  std::optional<passt_process> process_;
-  std::unique_ptr<Transport> transport_;
-  std::vector<std::unique_ptr<Transport>> retired_;
-  std::uint64_t generation_ = 0;
-  clock::time_point started_at_{};
-  unsigned consecutive_failures_ = 0;
-  bool launch_pending_ = false;
-  unsigned terminations_pending_ = 0;
-  std::error_code last_error_;
-  std::string last_message_;
-  lifecycle_counters counters_;
+  void start() {
+    switch (state_) {
+      case lifecycle_state::idle:
+      case lifecycle_state::stopped:
+      case lifecycle_state::failed: break;
+      default: return;
+    }
+    consecutive_failures_ = 0;
+    last_error_ = {};
+    last_message_.clear();
+    std::vector<diagnostic> problems;
+    options o = options_;
+    constexpr bool vhost_user = Session::mode == passt_mode::vhost_user;
+    if (o.vhost_user && *o.vhost_user != vhost_user)
+      problems.push_back({"/vhost-user", vhost_user ? "must be true (or absent): the session speaks vhost-user"
+                                                    : "must be false (or absent): the session speaks the stream "
+                                                      "protocol; use a vhost-user session"});
+    o.vhost_user = vhost_user ? std::optional<bool>(true) : std::nullopt;
+    argv_.clear();
+    if (problems.empty()) argv_ = builder_.build(o, problems);
+    if (argv_.empty()) {
+      std::string message = "invalid options:";
+      for (const auto& p : problems) message += " " + (p.pointer.empty() ? "/" : p.pointer) + ": " + p.message + ";";
+      if (problems.empty()) message += " the builder made no argv";
+      return fail(errc::invalid_options, message);
+    }
+    set_state(lifecycle_state::starting);
+    emit(event(lifecycle_event_kind::starting));
+    if (state_ == lifecycle_state::starting) launch();
+  }
 
-  std::vector<completion> start_waiters_;
-  std::vector<completion> stop_waiters_;
-  receive_completion parked_receive_;
-  completion parked_writable_;
-  bool receive_busy_ = false, receive_cancelled_ = false;
-  bool writable_busy_ = false, writable_cancelled_ = false;
+  void stop() {
+    switch (state_) {
+      case lifecycle_state::stopped:
+      case lifecycle_state::stopping: return;
+      case lifecycle_state::idle:
+        session_.detach(errc::stopped);
+        return set_state(lifecycle_state::stopped);
+      case lifecycle_state::failed:
+        session_.detach(errc::stopped);
+        set_state(lifecycle_state::stopped);
+        return emit(event(lifecycle_event_kind::stopped));
+      default: break;
+    }
+    const bool was_up = visible_link_up();
+    const pid_t old_pid = pid();
+    if (state_ == lifecycle_state::starting) stopped_before_up();
+    set_state(lifecycle_state::stopping);
+    abandon_attempt();
+    session_.detach(errc::stopped);
+    if (process_) terminate_async(take_process());
+    if (was_up) emit(event(lifecycle_event_kind::link_down, old_pid, errc::stopped, "stopped"));
+    finish_stop_if_done();
+  }
 
-  std::vector<std::pair<std::uint64_t, std::function<void(const lifecycle_event&)>>> subscribers_;
-  std::uint64_t last_subscription_ = 0;
+  /// The blocking stop of stop() and the destructor.
+  void stop_now(bool with_events) noexcept {
+    if (state_ == lifecycle_state::idle || state_ == lifecycle_state::stopped) {
+      session_.detach(errc::stopped);
+      return set_state(lifecycle_state::stopped);
+    }
+    const bool was_up = visible_link_up();
+    const pid_t old_pid = pid();
+    if (state_ == lifecycle_state::starting) stopped_before_up();
+    abandon_attempt();
+    session_.detach(errc::stopped);
+    if (process_) {
+      std::error_code ignored;
+      process_->terminate(config_.stop_grace, ignored);
+      process_.reset();
+    }
+    set_state(lifecycle_state::stopped);
+    if (!with_events) return;
+    if (was_up) emit(event(lifecycle_event_kind::link_down, old_pid, errc::stopped, "stopped"));
+    emit(event(lifecycle_event_kind::stopped));
+  }
+
+  void set_link(bool up) {
+    if (up == admin_up_) return;
+    admin_up_ = up;
+    if constexpr (requires { session_.set_link(up); }) session_.set_link(up);
+    if (state_ != lifecycle_state::running) return;
+    if (up) emit(event(lifecycle_event_kind::link_up, pid()));
+    else emit(event(lifecycle_event_kind::link_down, pid(), {}, "link set down"));
+  }
 
 private:
-  static void add(transport_counters& sum, const transport_counters& c) noexcept {
-    sum.frames_sent += c.frames_sent;
-    sum.bytes_sent += c.bytes_sent;
-    sum.frames_received += c.frames_received;
-    sum.bytes_received += c.bytes_received;
-    sum.frames_refused += c.frames_refused;
+  // ---- the attempt -----------------------------------------------------------
+
+  /// Wraps `f` as a completion handler with a cancellation slot of its own,
+  /// emitted (terminal) when the attempt is abandoned.
+  template <class F> auto cancellable(F&& f) {
+    auto signal = std::make_shared<asio::cancellation_signal>();
+    std::erase_if(cancels_, [](const auto& w) { return w.expired(); });
+    cancels_.push_back(signal);
+    auto slot = signal->slot();
+    return asio::bind_cancellation_slot(
+        slot, [signal = std::move(signal), f = std::forward<F>(f)](auto&&... args) mutable {
+          f(std::forward<decltype(args)>(args)...);
+        });
   }
 
-  bool awaiting_link() const noexcept {
-    return state_ == lifecycle_state::idle || state_ == lifecycle_state::starting ||
-           state_ == lifecycle_state::restarting;
-  }
-
-  std::error_code terminal_error() const noexcept {
-    return state_ == lifecycle_state::failed ? last_error_ : make_error_code(errc::stopped);
-  }
-
-  std::error_code unavailable_error() const noexcept {
-    if (awaiting_link()) return state_ == lifecycle_state::idle ? make_error_code(errc::not_running)
-                                                                 : make_error_code(errc::would_block);
-    return terminal_error();
-  }
-
-  template <class Handler> void park_or_end_receive(Handler&& handler) {
-    if (awaiting_link()) {
-      parked_receive_ = receive_completion(std::forward<Handler>(handler), executor_);
-    } else if (state_ == lifecycle_state::running) {  // a newer passt is already up
-      transport_->async_receive(forwarded_receive<std::decay_t<Handler>>{this->weak_from_this(), generation_,
-                                                                         std::forward<Handler>(handler)});
-    } else {
-      receive_busy_ = false;
-      complete_now(std::forward<Handler>(handler), executor_, terminal_error(), frame_batch{});
-    }
-  }
-
-  static lifecycle_event event(lifecycle_event_kind kind, pid_t pid = 0, std::error_code error = {},
-                               std::string reason = {}) {
-    lifecycle_event e;
-    e.kind = kind;
-    e.pid = pid;
-    e.error = error;
-    e.reason = std::move(reason);
-    return e;
-  }
-
-  static lifecycle_event restarting_event(unsigned attempt, std::chrono::milliseconds delay) {
-    lifecycle_event e = event(lifecycle_event_kind::restarting);
-    e.attempt = attempt;
-    e.delay = delay;
-    return e;
-  }
-
-  void emit(const lifecycle_event& e) noexcept {
-    auto subscribers = subscribers_;  // a callback may subscribe or unsubscribe
-    for (auto& [id, callback] : subscribers) callback(e);
-  }
-
-  passt_process take_process() {
-    passt_process p = std::move(*process_);
-    process_.reset();
-    return p;
-  }
-
-  void retire_transport() {
-    if (!transport_) return;
-    add(counters_, transport_->counters());
-    transport_->close();
-    retired_.push_back(std::move(transport_));
+  /// Ends every pending operation of the current attempt and its timers.
+  void abandon_attempt() {
+    ++attempt_;
+    attempt_active_ = false;
+    backoff_.cancel();
+    settle_.cancel();
+    backoff_armed_ = false;
+    for (auto& weak : std::exchange(cancels_, {}))
+      if (auto signal = weak.lock()) signal->emit(asio::cancellation_type::terminal);
   }
 
   void launch() {
-    launch_pending_ = true;
-    launcher_.async_launch(argv_, [self = this->shared_from_this()](std::error_code ec, passt_process p) {
-      self->on_launched(ec, std::move(p));
-    });
+    const auto attempt = ++attempt_;
+    attempt_active_ = true;
+    ++ops_pending_;
+    launcher_.async_launch(argv_, cancellable([self = this->shared_from_this(), attempt](std::error_code ec,
+                                                                                           process_type p) {
+                             --self->ops_pending_;
+                             self->on_launched(attempt, ec, std::move(p));
+                           }));
   }
 
-  void on_launched(std::error_code ec, passt_process p) {
-    launch_pending_ = false;
-    if (state_ != lifecycle_state::starting && state_ != lifecycle_state::restarting) {
+  bool attempting(std::uint64_t attempt) const noexcept {
+    return attempt == attempt_ && (state_ == lifecycle_state::starting || state_ == lifecycle_state::restarting);
+  }
+
+  void on_launched(std::uint64_t attempt, std::error_code ec, process_type p) {
+    if (!attempting(attempt)) {
       if (!ec) terminate_async(std::move(p));
-      finish_stop_if_done();
-      return;
-    }
-    if (!ec) {
-      try {
-        process_.emplace(std::move(p));
-        transport_ = std::make_unique<Transport>(executor_, process_->take_socket(), transport_config_);
-      } catch (const std::system_error& e) {
-        ec = e.code();
-        last_message_ = std::string("connecting to passt: ") + e.what();
-        if (process_) terminate_async(take_process());
-      }
-    } else {
-      last_message_ = p.failure_message();
-      if (last_message_.empty()) last_message_ = ec.message();
+      return finish_stop_if_done();
     }
     if (ec) {
-      ++counters_.failed_launches;
-      last_error_ = ec;
-      if (state_ == lifecycle_state::starting && !config_.restart.retry_first_start) fail(ec, last_message_);
-      else if (terminations_pending_ == 0) schedule_attempt();
-      return;
+      std::string message = p.failure_message();
+      return failed_attempt(ec, message.empty() ? "launching passt: " + ec.message() : message);
+    }
+    process_.emplace(std::move(p));
+    process_->async_wait_exit(cancellable([self = this->shared_from_this(), attempt](std::error_code e, int) {
+      if (!e) self->on_exit(attempt);
+    }));
+    ++ops_pending_;
+    session_.async_attach(process_->take_socket(),
+                          cancellable([self = this->shared_from_this(), attempt](std::error_code e) {
+                            --self->ops_pending_;
+                            self->on_attached(attempt, e);
+                          }));
+  }
+
+  void on_attached(std::uint64_t attempt, std::error_code ec) {
+    if (!attempting(attempt)) return finish_stop_if_done();
+    if (ec) {
+      session_.detach({});
+      return failed_attempt(ec, "handshake with passt failed: " + ec.message());
     }
     const bool first = state_ == lifecycle_state::starting;
     ++generation_;
+    ++counters_.link_ups;
     started_at_ = clock::now();
-    state_ = lifecycle_state::running;
     if (first) consecutive_failures_ = 0;
-    if (retired_.size() > 1) retired_.erase(retired_.begin(), retired_.end() - 1);
-    watch_exit();
-    const auto generation = generation_;
-    for (auto& w : std::exchange(start_waiters_, {})) w.post({});
+    set_state(lifecycle_state::running);
+    session_.async_wait_lost(cancellable([self = this->shared_from_this(), attempt](std::error_code e) {
+      if (e != asio::error::operation_aborted) self->on_lost(attempt, e);
+    }));
     if (admin_up_) emit(event(lifecycle_event_kind::link_up, pid()));
-    if (state_ != lifecycle_state::running || generation != generation_) return;
-    if (parked_receive_)
-      transport_->async_receive(
-          forwarded_receive<receive_completion>{this->weak_from_this(), generation_, std::move(parked_receive_)});
-    if (parked_writable_) {
-      writable_busy_ = false;
-      parked_writable_({});
+  }
+
+  /// passt of `attempt` exited.
+  void on_exit(std::uint64_t attempt) {
+    if (attempt != attempt_ || !process_) return;
+    if (state_ == lifecycle_state::running) return report_loss(errc::passt_terminated, process_->exit_description());
+    if (attempting(attempt)) {  // died during the handshake
+      session_.detach({});
+      failed_attempt(errc::passt_terminated, process_->exit_description());
     }
   }
 
-  void watch_exit() {
-    process_->async_wait_exit(executor_, [owner = this->weak_from_this(), generation = generation_](
-                                             std::error_code ec, int status) {
-      auto self = owner.lock();
-      if (!self || ec == asio::error::operation_aborted) return;
-      std::string reason = "passt (pid " + std::to_string(self->pid()) + ") exited";
-      if (status >= 0) reason += " with status " + std::to_string(status);
-      self->report_loss(generation, make_error_code(errc::process_gone), reason);
+  /// The session of `attempt` lost its connection: wait briefly for passt's
+  /// exit, which says more than the socket does.
+  void on_lost(std::uint64_t attempt, std::error_code ec) {
+    if (attempt != attempt_ || state_ != lifecycle_state::running) return;
+    settle_.expires_after(config_.loss_settle);
+    settle_.async_wait([self = this->shared_from_this(), attempt, ec](std::error_code e) {
+      if (e || attempt != self->attempt_ || self->state_ != lifecycle_state::running) return;
+      self->report_loss(ec, "connection to passt (pid " + std::to_string(self->pid()) + ") lost: " + ec.message());
     });
   }
 
-  void report_loss_later(std::uint64_t generation, std::error_code ec, std::string reason) {
-    asio::post(executor_, [owner = this->weak_from_this(), generation, ec, reason = std::move(reason)]() mutable {
-      if (auto self = owner.lock()) self->report_loss(generation, ec, std::move(reason));
-    });
+  /// A launch or handshake failed (or passt died during it).
+  void failed_attempt(std::error_code ec, std::string message) {
+    ++counters_.failed_launches;
+    last_error_ = ec;
+    last_message_ = std::move(message);
+    const bool first = state_ == lifecycle_state::starting;
+    abandon_attempt();
+    if (process_) terminate_async(take_process());
+    if (first && !config_.restart.retry_first_start) return fail(ec, last_message_);
+    set_state(lifecycle_state::restarting);
+    if (terminations_pending_ == 0) schedule_attempt();
   }
 
-  // passt of `generation` is lost: link down, terminate it, then restart.
-  void report_loss(std::uint64_t generation, std::error_code ec, std::string reason) {
-    if (generation != generation_ || state_ != lifecycle_state::running) return;
+  /// The running passt is lost: link down, terminate it, then restart.
+  void report_loss(std::error_code ec, std::string reason) {
     last_error_ = ec;
     last_message_ = reason;
     if (clock::now() - started_at_ >= config_.restart.min_uptime) consecutive_failures_ = 0;
     const bool was_up = admin_up_;
     const pid_t old_pid = pid();
-    state_ = lifecycle_state::restarting;
-    retire_transport();
+    abandon_attempt();
+    set_state(lifecycle_state::restarting);
+    session_.detach({});
     terminate_async(take_process());
-    if (was_up)
-      emit(event(lifecycle_event_kind::link_down, old_pid, ec, std::move(reason)));
+    if (was_up) emit(event(lifecycle_event_kind::link_down, old_pid, ec, std::move(reason)));
   }
 
-  // Ends `p` without blocking; restarts or finishes a stop once it is gone.
-  void terminate_async(passt_process p) {
+  /// Ends `p` without blocking; once every old passt is gone, restarts or
+  /// finishes a stop.
+  void terminate_async(process_type p) {
     ++terminations_pending_;
-    auto held = std::make_shared<passt_process>(std::move(p));
-    held->async_terminate(executor_, config_.stop_grace, [self = this->shared_from_this(), held](std::error_code ec) {
+    auto held = std::make_shared<process_type>(std::move(p));
+    held->async_terminate(config_.stop_grace, [self = this->shared_from_this(), held](std::error_code ec) {
       --self->terminations_pending_;
       if (ec && !self->cleanup_error_) self->cleanup_error_ = ec;
       if (self->terminations_pending_ != 0) return;
       if (self->state_ == lifecycle_state::stopping) self->finish_stop_if_done();
-      else if (self->state_ == lifecycle_state::restarting && !self->launch_pending_ && !self->timer_armed_)
+      else if (self->state_ == lifecycle_state::restarting && !self->backoff_armed_ && !self->attempt_active_)
         self->schedule_attempt();
     });
   }
@@ -562,153 +366,235 @@ private:
     if (!config_.restart.enabled) return fail(last_error_, last_message_);
     const unsigned attempt = ++consecutive_failures_;
     if (attempt > config_.restart.max_attempts)
-      return fail(make_error_code(errc::restart_limit_reached),
-                  "gave up after " + std::to_string(config_.restart.max_attempts) + " attempts; last error: " +
-                      last_message_);
+      return fail(errc::restart_limit_reached, "gave up after " + std::to_string(config_.restart.max_attempts) +
+                                                   " attempts; last error: " + last_message_);
     std::chrono::milliseconds delay{0};
     if (attempt > 1) {
       delay = config_.restart.initial_backoff;
       for (unsigned i = 2; i < attempt && delay < config_.restart.max_backoff; ++i) delay *= 2;
       delay = std::min(delay, config_.restart.max_backoff);
     }
-    state_ = lifecycle_state::restarting;
-    timer_armed_ = true;
-    timer_.expires_after(delay);
-    timer_.async_wait([owner = this->weak_from_this()](std::error_code ec) {
-      auto self = owner.lock();
-      if (!self) return;
-      self->timer_armed_ = false;
-      if (ec || self->state_ != lifecycle_state::restarting) return;
+    backoff_armed_ = true;
+    backoff_.expires_after(delay);
+    backoff_.async_wait([self = this->shared_from_this(), owner = attempt_](std::error_code ec) {
+      if (ec || owner != self->attempt_ || self->state_ != lifecycle_state::restarting) return;
+      self->backoff_armed_ = false;
       ++self->counters_.restarts;
       self->launch();
     });
-    emit(restarting_event(attempt, delay));
+    lifecycle_event e = event(lifecycle_event_kind::restarting, 0, last_error_, last_message_);
+    e.attempt = attempt;
+    e.delay = delay;
+    emit(e);
   }
 
   void fail(std::error_code ec, std::string reason) {
-    state_ = lifecycle_state::failed;
     last_error_ = ec;
     last_message_ = reason;
-    timer_.cancel();
-    retire_transport();
+    abandon_attempt();
+    session_.detach(ec);
     if (process_) terminate_async(take_process());
-    for (auto& w : std::exchange(start_waiters_, {})) w.post(ec);
-    fail_parked(ec);
+    set_state(lifecycle_state::failed);
     emit(event(lifecycle_event_kind::failed, 0, ec, std::move(reason)));
   }
 
-  void fail_parked(std::error_code ec) {
-    if (parked_receive_) {
-      receive_busy_ = false;
-      parked_receive_.post(ec, frame_batch{});
-    }
-    if (parked_writable_) {
-      writable_busy_ = false;
-      parked_writable_.post(ec);
-    }
+  void stopped_before_up() {
+    last_error_ = errc::stopped;
+    last_message_ = "stopped before passt was up";
   }
 
   void finish_stop_if_done() {
-    if (state_ != lifecycle_state::stopping || launch_pending_ || terminations_pending_ != 0) return;
-    state_ = lifecycle_state::stopped;
-    retired_.clear();
-    const auto stopped = make_error_code(errc::stopped);
-    for (auto& w : std::exchange(start_waiters_, {})) w.post(stopped);
-    fail_parked(stopped);
-    const auto result = std::exchange(cleanup_error_, {});
-    for (auto& w : std::exchange(stop_waiters_, {})) w.post(result);
+    if (state_ != lifecycle_state::stopping || ops_pending_ != 0 || terminations_pending_ != 0) return;
+    set_state(lifecycle_state::stopped);
     emit(event(lifecycle_event_kind::stopped));
   }
 
-  bool timer_armed_ = false;
-  std::error_code cleanup_error_;
+  // ---- helpers --------------------------------------------------------------
+
+  void set_state(lifecycle_state s) {
+    state_ = s;
+    changed_.cancel();
+  }
+
+  process_type take_process() {
+    process_type p = std::move(*process_);
+    process_.reset();
+    return p;
+  }
+
+  lifecycle_event event(lifecycle_event_kind kind, pid_t pid = 0, std::error_code error = {},
+                        std::string reason = {}) const {
+    lifecycle_event e;
+    e.kind = kind;
+    e.pid = pid;
+    if (kind == lifecycle_event_kind::link_up || kind == lifecycle_event_kind::link_down) e.generation = generation_;
+    e.error = error;
+    e.reason = std::move(reason);
+    return e;
+  }
+
+  void emit(const lifecycle_event& e) noexcept {
+    auto subscribers = subscribers_;  // a callback may subscribe or unsubscribe
+    for (auto& [id, callback] : subscribers) callback(e);
+  }
+};
+
+/// async_start: start, then wait until the link came up after this call or
+/// the start failed.
+template <class Impl> struct lifecycle_start_op {
+  explicit lifecycle_start_op(std::shared_ptr<Impl> i) : impl(std::move(i)) {}
+  std::shared_ptr<Impl> impl;
+  std::uint64_t generation = 0;
+  bool started = false, posted = false;
+
+  template <class Self> void operator()(Self& self, std::error_code = {}) {
+    auto& s = *impl;
+    if (posted) return self.complete(result(s));
+    if (!started) {
+      started = true;
+      const bool up = s.state_ == lifecycle_state::running;
+      generation = up ? s.generation_ - 1 : s.generation_;
+      s.start();
+      if (done(s)) return posted = true, asio::post(s.executor_, std::move(self));
+      return s.changed_.async_wait(std::move(self));
+    }
+    if (self.get_cancellation_state().cancelled() != asio::cancellation_type::none) {
+      s.stop();
+      return self.complete(asio::error::operation_aborted);
+    }
+    if (done(s)) return self.complete(result(s));
+    s.changed_.async_wait(std::move(self));
+  }
+
+  bool done(const Impl& s) const {
+    return s.generation_ > generation || s.state_ == lifecycle_state::failed ||
+           s.state_ == lifecycle_state::stopped || s.state_ == lifecycle_state::stopping;
+  }
+  std::error_code result(const Impl& s) const {
+    if (s.generation_ > generation) return {};
+    if (s.state_ == lifecycle_state::failed || s.last_error_ == errc::stopped) return s.last_error_;
+    return errc::stopped;
+  }
+};
+
+/// async_stop: stop, then wait until stopped.
+template <class Impl> struct lifecycle_stop_op {
+  explicit lifecycle_stop_op(std::shared_ptr<Impl> i) : impl(std::move(i)) {}
+  std::shared_ptr<Impl> impl;
+  bool started = false, posted = false;
+
+  template <class Self> void operator()(Self& self, std::error_code = {}) {
+    auto& s = *impl;
+    if (posted) return self.complete(std::exchange(s.cleanup_error_, {}));
+    if (!started) {
+      started = true;
+      self.reset_cancellation_state(asio::enable_total_cancellation());
+      s.stop();
+      if (s.state_ == lifecycle_state::stopped) return posted = true, asio::post(s.executor_, std::move(self));
+      return s.changed_.async_wait(std::move(self));
+    }
+    if (self.get_cancellation_state().cancelled() != asio::cancellation_type::none)
+      return self.complete(asio::error::operation_aborted);
+    if (s.state_ == lifecycle_state::stopped) return self.complete(std::exchange(s.cleanup_error_, {}));
+    s.changed_.async_wait(std::move(self));
+  }
 };
 
 } // namespace detail
 
-template <OptionsToArgv B, DaemonLauncher L, FrameTransport T>
-  requires std::constructible_from<T, typename L::executor_type, unique_fd, const typename T::config_type&>
-basic_lifecycle<B, L, T>::basic_lifecycle(L launcher, options opts, const lifecycle_config& config, B builder,
-                                          const typename T::config_type& transport_config)
-    : impl_(std::make_shared<detail::lifecycle_state_impl<B, L, T>>(std::move(launcher), std::move(opts), config,
-                                                                    std::move(builder), transport_config)) {}
+#define NETPASST_LIFECYCLE_TEMPLATE                                                                         \
+  template <BackendSession S, DaemonLauncher L, OptionsToArgv B>
+#define NETPASST_LIFECYCLE basic_lifecycle<S, L, B>
 
-template <OptionsToArgv B, DaemonLauncher L, FrameTransport T>
-  requires std::constructible_from<T, typename L::executor_type, unique_fd, const typename T::config_type&>
-basic_lifecycle<B, L, T>::~basic_lifecycle() {
+NETPASST_LIFECYCLE_TEMPLATE
+template <class... SessionArgs>
+  requires std::constructible_from<S, SessionArgs...>
+NETPASST_LIFECYCLE::basic_lifecycle(L launcher, options opts, const lifecycle_config& config, B builder,
+                                    SessionArgs&&... session_args)
+    : impl_(std::make_shared<detail::lifecycle_impl<S, L, B>>(std::move(launcher), std::move(opts), config,
+                                                              std::move(builder),
+                                                              std::forward<SessionArgs>(session_args)...)) {}
+
+NETPASST_LIFECYCLE_TEMPLATE NETPASST_LIFECYCLE::~basic_lifecycle() {
   impl_->subscribers_.clear();
   impl_->stop_now(false);
 }
 
-#define NETPASST_LIFECYCLE_MEMBER(...)                                                                    \
-  template <OptionsToArgv B, DaemonLauncher L, FrameTransport T>                                          \
-    requires std::constructible_from<T, typename L::executor_type, unique_fd, const typename T::config_type&> \
-  __VA_ARGS__ basic_lifecycle<B, L, T>::
-
-NETPASST_LIFECYCLE_MEMBER(typename L::executor_type) get_executor() const { return impl_->executor_; }
-NETPASST_LIFECYCLE_MEMBER(lifecycle_state) state() const noexcept { return impl_->state_; }
-NETPASST_LIFECYCLE_MEMBER(pid_t) pid() const noexcept { return impl_->pid(); }
-NETPASST_LIFECYCLE_MEMBER(std::string) status() const { return impl_->status(); }
-NETPASST_LIFECYCLE_MEMBER(const std::vector<std::string>&) argv() const noexcept { return impl_->argv_; }
-NETPASST_LIFECYCLE_MEMBER(const options&) passt_options() const noexcept { return impl_->options_; }
-NETPASST_LIFECYCLE_MEMBER(std::error_code) last_error() const noexcept { return impl_->last_error_; }
-NETPASST_LIFECYCLE_MEMBER(const std::string&) last_error_message() const noexcept { return impl_->last_message_; }
-NETPASST_LIFECYCLE_MEMBER(lifecycle_counters) counters() const noexcept { return impl_->counters(); }
-NETPASST_LIFECYCLE_MEMBER(T*) next_layer() noexcept { return impl_->transport_.get(); }
-NETPASST_LIFECYCLE_MEMBER(std::uint64_t) subscribe(event_handler handler) { return impl_->subscribe(std::move(handler)); }
-NETPASST_LIFECYCLE_MEMBER(void) unsubscribe(subscription id) noexcept { impl_->unsubscribe(id); }
-NETPASST_LIFECYCLE_MEMBER(void) stop() noexcept { impl_->stop_now(true); }
-NETPASST_LIFECYCLE_MEMBER(void) close() noexcept { impl_->stop_now(true); }
-NETPASST_LIFECYCLE_MEMBER(void) set_link(bool up) { impl_->set_link(up); }
-NETPASST_LIFECYCLE_MEMBER(bool) link_up() const noexcept { return impl_->visible_link_up(); }
-NETPASST_LIFECYCLE_MEMBER(bool) try_send(frame f, std::error_code& ec) { return impl_->try_send(f, ec); }
-NETPASST_LIFECYCLE_MEMBER(std::size_t) try_send(std::span<const frame> frames, std::error_code& ec) {
-  return impl_->try_send(frames, ec);
+NETPASST_LIFECYCLE_TEMPLATE auto NETPASST_LIFECYCLE::get_executor() const -> executor_type { return impl_->executor_; }
+NETPASST_LIFECYCLE_TEMPLATE lifecycle_state NETPASST_LIFECYCLE::state() const noexcept { return impl_->state_; }
+NETPASST_LIFECYCLE_TEMPLATE pid_t NETPASST_LIFECYCLE::pid() const noexcept { return impl_->pid(); }
+NETPASST_LIFECYCLE_TEMPLATE std::uint64_t NETPASST_LIFECYCLE::generation() const noexcept {
+  return impl_->generation_;
 }
-NETPASST_LIFECYCLE_MEMBER(void) cancel() { impl_->cancel(); }
-NETPASST_LIFECYCLE_MEMBER(bool) is_open() const noexcept {
-  return impl_->state_ != lifecycle_state::stopped && impl_->state_ != lifecycle_state::failed &&
-         impl_->state_ != lifecycle_state::stopping;
+NETPASST_LIFECYCLE_TEMPLATE std::string NETPASST_LIFECYCLE::status() const { return impl_->status(); }
+NETPASST_LIFECYCLE_TEMPLATE const std::vector<std::string>& NETPASST_LIFECYCLE::argv() const noexcept {
+  return impl_->argv_;
+}
+NETPASST_LIFECYCLE_TEMPLATE const options& NETPASST_LIFECYCLE::passt_options() const noexcept {
+  return impl_->options_;
+}
+NETPASST_LIFECYCLE_TEMPLATE std::error_code NETPASST_LIFECYCLE::last_error() const noexcept {
+  return impl_->last_error_;
+}
+NETPASST_LIFECYCLE_TEMPLATE const std::string& NETPASST_LIFECYCLE::last_error_message() const noexcept {
+  return impl_->last_message_;
+}
+NETPASST_LIFECYCLE_TEMPLATE lifecycle_counters NETPASST_LIFECYCLE::counters() const noexcept {
+  return impl_->counters();
+}
+NETPASST_LIFECYCLE_TEMPLATE S& NETPASST_LIFECYCLE::next_layer() noexcept { return impl_->session_; }
+NETPASST_LIFECYCLE_TEMPLATE const S& NETPASST_LIFECYCLE::next_layer() const noexcept { return impl_->session_; }
+NETPASST_LIFECYCLE_TEMPLATE L& NETPASST_LIFECYCLE::launcher() noexcept { return impl_->launcher_; }
+NETPASST_LIFECYCLE_TEMPLATE auto NETPASST_LIFECYCLE::subscribe(event_handler handler) -> subscription {
+  return impl_->subscribe(std::move(handler));
+}
+NETPASST_LIFECYCLE_TEMPLATE void NETPASST_LIFECYCLE::unsubscribe(subscription id) noexcept { impl_->unsubscribe(id); }
+NETPASST_LIFECYCLE_TEMPLATE void NETPASST_LIFECYCLE::stop() noexcept { impl_->stop_now(true); }
+NETPASST_LIFECYCLE_TEMPLATE void NETPASST_LIFECYCLE::close() noexcept { impl_->stop_now(true); }
+NETPASST_LIFECYCLE_TEMPLATE void NETPASST_LIFECYCLE::set_link(bool up) { impl_->set_link(up); }
+NETPASST_LIFECYCLE_TEMPLATE bool NETPASST_LIFECYCLE::link_up() const noexcept { return impl_->visible_link_up(); }
+NETPASST_LIFECYCLE_TEMPLATE bool NETPASST_LIFECYCLE::is_open() const noexcept {
+  const auto s = impl_->state_;
+  return s != lifecycle_state::idle && s != lifecycle_state::stopped && s != lifecycle_state::failed &&
+         s != lifecycle_state::stopping;
 }
 
-template <OptionsToArgv B, DaemonLauncher L, FrameTransport T>
-  requires std::constructible_from<T, typename L::executor_type, unique_fd, const typename T::config_type&>
+NETPASST_LIFECYCLE_TEMPLATE
+bool NETPASST_LIFECYCLE::try_send(frame f, std::error_code& ec)
+  requires FrameTransport<S>
+{
+  return impl_->session_.try_send(f, ec);
+}
+
+NETPASST_LIFECYCLE_TEMPLATE
+std::size_t NETPASST_LIFECYCLE::try_send(std::span<const frame> frames, std::error_code& ec)
+  requires FrameTransport<S>
+{
+  return impl_->session_.try_send(frames, ec);
+}
+
+NETPASST_LIFECYCLE_TEMPLATE
+void NETPASST_LIFECYCLE::cancel()
+  requires FrameTransport<S>
+{
+  impl_->session_.cancel();
+}
+
+NETPASST_LIFECYCLE_TEMPLATE
 template <asio::completion_token_for<void(std::error_code)> Token>
-auto basic_lifecycle<B, L, T>::async_start(Token&& token) {
-  return asio::async_initiate<Token, void(std::error_code)>(
-      [impl = impl_](auto handler) {
-        impl->start(detail::erased_handler<void(std::error_code)>(std::move(handler), impl->executor_));
-      },
-      token);
+auto NETPASST_LIFECYCLE::async_start(Token&& token) {
+  return asio::async_compose<Token, void(std::error_code)>(
+      detail::lifecycle_start_op<detail::lifecycle_impl<S, L, B>>(impl_), token, impl_->changed_);
 }
 
-template <OptionsToArgv B, DaemonLauncher L, FrameTransport T>
-  requires std::constructible_from<T, typename L::executor_type, unique_fd, const typename T::config_type&>
+NETPASST_LIFECYCLE_TEMPLATE
 template <asio::completion_token_for<void(std::error_code)> Token>
-auto basic_lifecycle<B, L, T>::async_stop(Token&& token) {
-  return asio::async_initiate<Token, void(std::error_code)>(
-      [impl = impl_](auto handler) {
-        impl->stop(detail::erased_handler<void(std::error_code)>(std::move(handler), impl->executor_));
-      },
-      token);
+auto NETPASST_LIFECYCLE::async_stop(Token&& token) {
+  return asio::async_compose<Token, void(std::error_code)>(
+      detail::lifecycle_stop_op<detail::lifecycle_impl<S, L, B>>(impl_), token, impl_->changed_);
 }
 
-template <OptionsToArgv B, DaemonLauncher L, FrameTransport T>
-  requires std::constructible_from<T, typename L::executor_type, unique_fd, const typename T::config_type&>
-template <asio::completion_token_for<void(std::error_code)> Token>
-auto basic_lifecycle<B, L, T>::async_wait_writable(Token&& token) {
-  return asio::async_initiate<Token, void(std::error_code)>(
-      [impl = impl_](auto handler) { impl->wait_writable(std::move(handler)); }, token);
-}
-
-template <OptionsToArgv B, DaemonLauncher L, FrameTransport T>
-  requires std::constructible_from<T, typename L::executor_type, unique_fd, const typename T::config_type&>
-template <asio::completion_token_for<void(std::error_code, frame_batch)> Token>
-auto basic_lifecycle<B, L, T>::async_receive(Token&& token) {
-  return asio::async_initiate<Token, void(std::error_code, frame_batch)>(
-      [impl = impl_](auto handler) { impl->receive(std::move(handler)); }, token);
-}
-
-#undef NETPASST_LIFECYCLE_MEMBER
+#undef NETPASST_LIFECYCLE_TEMPLATE
+#undef NETPASST_LIFECYCLE
 
 } // namespace netpasst
