@@ -1,287 +1,655 @@
-// The lifecycle's state machine against fake passt scripts run by the real
-// foreground launcher: frames across a restart, crash-loop backoff and
-// failure, administrative link state, backpressure while restarting, tokens,
-// stop and destruction with operations pending. The real passt is in
-// tests/e2e/test_lifecycle.cpp.
+// The lifecycle's state machine, in process and deterministic: the scripted
+// launcher hands it one end of a socketpair per launch and a scripted passt
+// answers on the other (or a memory session carries the frames), so every
+// failure point is reachable: failed launches, failed handshakes, exits,
+// lost connections, stops in every state, cancellation of every operation.
+// The real passt is in tests/e2e/test_lifecycle.cpp.
 #include <netpasst/lifecycle.hpp>
 
-#include <netpasst/launcher/foreground.hpp>
+#include <netpasst/guest/mini_guest.hpp>
+#include <netpasst/testing/memory_session.hpp>
+#include <netpasst/testing/scripted_launcher.hpp>
+#include <netpasst/testing/scripted_passt.hpp>
 
+#include <asio/bind_allocator.hpp>
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/cancellation_signal.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/experimental/deferred.hpp>
 #include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/use_future.hpp>
 #include <catch2/catch.hpp>
 
 #include "../common/test_support.hpp"
 
-#include <signal.h>
-#include <unistd.h>
-
-#include <filesystem>
-#include <fstream>
-#include <functional>
+#include <csignal>
+#include <list>
+#include <memory>
 #include <optional>
-#include <thread>
+#include <string>
+#include <vector>
 
 using namespace std::chrono_literals;
+using netpasst::errc;
+using netpasst::lifecycle_event;
 using netpasst::lifecycle_event_kind;
 using netpasst::lifecycle_state;
+using netpasst::stream_transport;
 using netpasst::test::run_until;
-using netpasst::test::write_script;
-using fake_lifecycle =
-    netpasst::basic_lifecycle<netpasst::argv_builder, netpasst::foreground_launcher, netpasst::stream_transport>;
+namespace testing = netpasst::testing;
 
-static_assert(netpasst::Lifecycle<netpasst::lifecycle>);
-static_assert(netpasst::Lifecycle<fake_lifecycle>);
-static_assert(netpasst::FrameTransport<netpasst::lifecycle>);
+using scripted_lifecycle = netpasst::basic_lifecycle<netpasst::stream_session, testing::scripted_launcher>;
+using memory_lifecycle = netpasst::basic_lifecycle<testing::memory_session, testing::scripted_launcher>;
 
 namespace {
 
-// A fake passt: writes its pid where --pid says (as passt does once ready),
-// then runs `body` with the socket on fd 3.
-std::string fake_passt(const std::string& name, const std::string& body) {
-  return write_script(name, "pidfile=\n"
-                            "while [ $# -gt 0 ]; do [ \"$1\" = --pid ] && pidfile=$2; shift; done\n"
-                            "echo $$ > \"$pidfile\"\n" +
-                                body + "\n");
+netpasst::lifecycle_config quick() {
+  netpasst::lifecycle_config c;
+  c.restart.initial_backoff = 10ms;
+  c.restart.max_backoff = 40ms;
+  c.restart.min_uptime = 0ms;
+  c.stop_grace = 50ms;
+  c.loss_settle = 20ms;
+  return c;
 }
 
-// One 14-byte broadcast ARP-typed frame, length-prefixed, then idle.
-const char* const sends_one_frame =
-    "printf '\\000\\000\\000\\016\\377\\377\\377\\377\\377\\377\\002\\000\\000\\000\\000\\001\\010\\006' >&3\n"
-    "exec sleep 1000";
-const char* const idles = "exec sleep 1000";
-const char* const dies_at_once = "sleep 0.05; exit 1";
-
-netpasst::options options_for(const std::string& binary) {
-  netpasst::options o;
-  o.path = binary;
-  return o;
+netpasst::mini_guest_config quick_guest() {
+  netpasst::mini_guest_config c;
+  c.dhcp_timeout = c.arp_timeout = c.udp_timeout = c.ping_timeout = 2s;
+  c.retransmit_interval = 20ms;
+  return c;
 }
 
-struct recorder {
-  std::vector<netpasst::lifecycle_event> events;
+/// One launch as the test sees it: passt's end of the socket as a stream
+/// transport with a scripted passt answering on it, and the process handle.
+struct passt_side {
+  passt_side(asio::io_context& io, testing::scripted_launch launch)
+      : transport(io, std::move(launch.passt_end)), passt(transport), process(std::move(launch.process)),
+        argv(std::move(launch.argv)) {
+    passt.run();
+  }
+  stream_transport transport;
+  testing::scripted_passt<stream_transport> passt;
+  std::shared_ptr<testing::scripted_exit> process;
+  std::vector<std::string> argv;
+};
+
+/// An io_context, a scripted launcher whose launches get a scripted passt,
+/// a lifecycle over the stream session, and the events it emitted.
+struct rig {
+  asio::io_context io;
+  testing::scripted_launcher launcher{io};
+  std::list<passt_side> passts;
+  std::vector<lifecycle_event> events;
+  std::optional<scripted_lifecycle> life;
+
+  explicit rig(const netpasst::lifecycle_config& config = quick(), netpasst::options o = {}) {
+    launcher.on_launch([this](testing::scripted_launch l) { passts.emplace_back(io, std::move(l)); });
+    life.emplace(launcher, std::move(o), config);
+    life->subscribe([this](const lifecycle_event& e) { events.push_back(e); });
+  }
+
   std::size_t count(lifecycle_event_kind kind) const {
     return std::size_t(std::count_if(events.begin(), events.end(), [&](const auto& e) { return e.kind == kind; }));
   }
+  const lifecycle_event* last(lifecycle_event_kind kind) const {
+    for (auto it = events.rbegin(); it != events.rend(); ++it)
+      if (it->kind == kind) return &*it;
+    return nullptr;
+  }
+  bool until(const std::function<bool()>& done) { return run_until(io, done, std::chrono::seconds(10)); }
+
+  std::error_code start() {
+    std::optional<std::error_code> result;
+    life->async_start([&](std::error_code ec) { result = ec; });
+    CHECK_FALSE(result.has_value());  // never inside the initiating call
+    REQUIRE(until([&] { return result.has_value(); }));
+    return *result;
+  }
+  std::error_code stop() {
+    std::optional<std::error_code> result;
+    life->async_stop([&](std::error_code ec) { result = ec; });
+    REQUIRE(until([&] { return result.has_value(); }));
+    return *result;
+  }
+  /// Waits until the lifecycle's link is up with generation `g`.
+  bool up(std::uint64_t g) {
+    return until([&] { return life->link_up() && life->generation() == g; });
+  }
 };
 
-template <class L> void record(L& life, recorder& r) {
-  life.subscribe([&r](const netpasst::lifecycle_event& e) { r.events.push_back(e); });
-}
+/// A guest on the lifecycle, for traffic checks.
+struct guest_on {
+  explicit guest_on(rig& r) : r(r), guest(*r.life, quick_guest()) {}
+  rig& r;
+  netpasst::mini_guest<scripted_lifecycle> guest;
 
-void start(asio::io_context& io, fake_lifecycle& life) {
-  std::optional<std::error_code> started;
-  life.async_start([&](std::error_code ec) { started = ec; });
-  REQUIRE(run_until(io, [&] { return started.has_value(); }));
-  INFO(life.last_error_message());
-  REQUIRE(!*started);
+  std::error_code dhcp() {
+    std::optional<std::error_code> result;
+    guest.async_dhcp([&](std::error_code ec, netpasst::dhcp_lease) { result = ec; });
+    REQUIRE(r.until([&] { return result.has_value(); }));
+    return *result;
+  }
+  std::error_code echo() {
+    std::optional<std::error_code> result;
+    const std::string text = "ping";
+    guest.async_udp_exchange(asio::ip::make_address_v4("192.0.2.1"), 7, std::as_bytes(std::span(text)),
+                             [&](std::error_code ec, netpasst::udp_reply reply) {
+                               if (!ec) CHECK(reply.payload.size() == text.size());
+                               result = ec;
+                             });
+    REQUIRE(r.until([&] { return result.has_value(); }));
+    return *result;
+  }
+};
+
+/// An ARP-typed broadcast frame of 60 bytes.
+std::vector<std::byte> test_frame(std::uint8_t tag = 1) {
+  std::vector<std::byte> f(60, std::byte{tag});
+  for (int i = 0; i < 6; ++i) f[std::size_t(i)] = std::byte{0xff};
+  f[12] = std::byte{0x08};
+  f[13] = std::byte{0x06};
+  return f;
 }
 
 } // namespace
 
-TEST_CASE("invalid options fail the start before anything is spawned, naming the key") {
-  asio::io_context io;
-  auto o = options_for(fake_passt("idle", idles));
-  o.mtu = 70000;
-  fake_lifecycle life(io, o);
-  recorder r;
-  record(life, r);
-  std::optional<std::error_code> started;
-  life.async_start([&](std::error_code ec) { started = ec; });
-  CHECK_FALSE(started.has_value());  // never completes inside the call
-  REQUIRE(run_until(io, [&] { return started.has_value(); }));
-  CHECK(*started == netpasst::errc::invalid_options);
-  CHECK(*started == netpasst::condition::configuration_error);
-  CHECK_THAT(life.last_error_message(), Catch::Contains("/mtu"));
-  CHECK(life.state() == lifecycle_state::failed);
-  CHECK(r.count(lifecycle_event_kind::failed) == 1);
-  CHECK(life.pid() == 0);
+static_assert(netpasst::Lifecycle<scripted_lifecycle>);
+static_assert(netpasst::FrameTransport<scripted_lifecycle>);
+static_assert(netpasst::Lifecycle<memory_lifecycle>);
+static_assert(netpasst::Lifecycle<netpasst::lifecycle>);
+
+TEST_CASE("start: link up as generation 1, argv without launcher arguments, a guest's DHCP and UDP through it") {
+  rig r;
+  CHECK(r.life->state() == lifecycle_state::idle);
+  CHECK(r.life->status() == "stream,not started");
+  REQUIRE_FALSE(r.start());
+  CHECK(r.life->state() == lifecycle_state::running);
+  CHECK(r.life->generation() == 1);
+  REQUIRE(r.passts.size() == 1);
+  const pid_t pid = r.passts.back().process->pid();
+  CHECK(r.life->pid() == pid);
+  CHECK(r.life->status() == "stream,connected to pid " + std::to_string(pid));
+  REQUIRE(r.last(lifecycle_event_kind::link_up));
+  CHECK(r.last(lifecycle_event_kind::link_up)->generation == 1);
+  CHECK_FALSE(r.last(lifecycle_event_kind::link_up)->is_restart());
+  CHECK(r.events.front().kind == lifecycle_event_kind::starting);
+  const auto& argv = r.launcher.last_argv();
+  CHECK(std::find(argv.begin(), argv.end(), "--vhost-user") == argv.end());
+  CHECK(std::find(argv.begin(), argv.end(), "--fd") == argv.end());
+
+  guest_on g(r);
+  CHECK_FALSE(g.dhcp());
+  CHECK_FALSE(g.echo());
+  CHECK(r.passts.back().passt.counters().udp_datagrams == 1);
+  CHECK(r.life->counters().frames_sent >= 3);
+  CHECK(r.life->counters().frames_received >= 3);
+  CHECK(r.life->counters().link_ups == 1);
+  CHECK_FALSE(r.stop());
+  CHECK(r.life->state() == lifecycle_state::stopped);
+  CHECK(r.passts.back().process->signals() == std::vector<int>{SIGTERM});
 }
 
-TEST_CASE("a missing passt binary is a clear start failure") {
-  asio::io_context io;
-  fake_lifecycle life(io, options_for("/nonexistent/passt"));
-  std::optional<std::error_code> started;
-  life.async_start([&](std::error_code ec) { started = ec; });
-  REQUIRE(run_until(io, [&] { return started.has_value(); }));
-  CHECK(*started == netpasst::errc::passt_not_found);
-  CHECK_THAT(life.last_error_message(), Catch::Contains("/nonexistent/passt"));
+TEST_CASE("passt exits: link down says how, the old passt is gone before the next starts, a new lease after") {
+  rig r;
+  REQUIRE_FALSE(r.start());
+  guest_on g(r);
+  REQUIRE_FALSE(g.dhcp());
+  const pid_t first = r.life->pid();
+
+  // What a link_down callback sees must agree with the event.
+  std::optional<lifecycle_state> state_in_callback;
+  std::string status_in_callback;
+  pid_t pid_in_callback = -1;
+  bool link_in_callback = true;
+  r.life->subscribe([&](const lifecycle_event& e) {
+    if (e.kind != lifecycle_event_kind::link_down) return;
+    state_in_callback = r.life->state();
+    status_in_callback = r.life->status();
+    pid_in_callback = r.life->pid();
+    link_in_callback = r.life->link_up();
+  });
+  r.passts.back().process->exit(1);
+  REQUIRE(r.up(2));
+  const auto* down = r.last(lifecycle_event_kind::link_down);
+  REQUIRE(down);
+  CHECK(down->pid == first);
+  CHECK(down->generation == 1);
+  CHECK(down->error == errc::passt_terminated);
+  CHECK(down->error == netpasst::condition::connection_lost);
+  CHECK(down->reason == "passt (pid " + std::to_string(first) + ") exited with status 1");
+  CHECK(state_in_callback == lifecycle_state::restarting);
+  CHECK(status_in_callback == "stream,link down, restarting: " + down->reason);
+  CHECK(pid_in_callback == 0);
+  CHECK_FALSE(link_in_callback);
+
+  const auto* restarting = r.last(lifecycle_event_kind::restarting);
+  REQUIRE(restarting);
+  CHECK(restarting->attempt == 1);
+  CHECK(restarting->delay == 0ms);  // the first restart after a healthy run is immediate
+  CHECK(restarting->reason == down->reason);
+  const auto* up = r.last(lifecycle_event_kind::link_up);
+  CHECK(up->generation == 2);
+  CHECK(up->is_restart());
+  CHECK(r.life->pid() != first);
+  CHECK(r.life->counters().restarts == 1);
+  CHECK_FALSE(g.dhcp());
+  CHECK_FALSE(g.echo());
+  CHECK(r.passts.back().passt.counters().requests == 1);
 }
 
-TEST_CASE("a receive made before start gets passt's frame, and another one after a restart") {
-  asio::io_context io;
-  fake_lifecycle life(io, options_for(fake_passt("frame", sends_one_frame)));
-  recorder r;
-  record(life, r);
+TEST_CASE("a lost connection: link down says so after the settle time, or how passt ended if it exits meanwhile") {
+  rig r;
+  REQUIRE_FALSE(r.start());
+  guest_on g(r);
+  g.guest.start();  // a receive is pending: the session sees the end of the stream
+  SECTION("passt keeps running with its socket closed") {
+    r.passts.back().transport.close();
+    REQUIRE(r.up(2));
+    const auto* down = r.last(lifecycle_event_kind::link_down);
+    REQUIRE(down);
+    CHECK(down->error == errc::connection_closed);
+    CHECK_THAT(down->reason, Catch::Contains("lost: connection closed by passt"));
+    // The old passt was terminated before the next one started.
+    CHECK(r.passts.front().process->signals() == std::vector<int>{SIGTERM});
+  }
+  SECTION("SIGKILL: the socket closes, then the exit is seen") {
+    r.passts.back().transport.close();
+    r.passts.back().process->exit(128 + SIGKILL);
+    REQUIRE(r.up(2));
+    const auto* down = r.last(lifecycle_event_kind::link_down);
+    REQUIRE(down);
+    CHECK(down->error == errc::passt_terminated);
+    CHECK_THAT(down->reason, Catch::EndsWith("was killed by signal 9"));
+  }
+}
+
+TEST_CASE("a receive made before start gets passt's frame; views stay valid; another after a restart") {
+  rig r;
   std::optional<std::error_code> received;
-  std::size_t frames = 0;
+  std::vector<std::byte> copy;
   auto receive = [&] {
     received.reset();
-    life.async_receive([&](std::error_code ec, netpasst::frame_batch batch) {
+    r.life->async_receive([&](std::error_code ec, netpasst::frame_batch batch) {
       received = ec;
-      frames = batch.size();
-      if (!ec) CHECK(batch[0].size() == 14);
+      if (!ec) copy.assign(batch[0].begin(), batch[0].end());
     });
   };
   receive();
-  start(io, life);
-  CHECK(life.status() == "stream,connected to pid " + std::to_string(life.pid()));
-  REQUIRE(run_until(io, [&] { return received.has_value(); }));
-  CHECK(!*received);
-  CHECK(frames == 1);
+  REQUIRE_FALSE(r.start());
+  const auto frame = test_frame(7);
+  std::error_code ec;
+  REQUIRE(r.passts.back().transport.try_send(frame, ec));
+  REQUIRE(r.until([&] { return received.has_value(); }));
+  CHECK_FALSE(*received);
+  CHECK(copy == frame);
 
-  receive();  // pending while passt is killed and restarted
-  const pid_t first = life.pid();
-  REQUIRE(::kill(first, SIGKILL) == 0);
-  REQUIRE(run_until(io, [&] { return received.has_value(); }));
-  CHECK(!*received);
-  CHECK(frames == 1);
-  CHECK(life.pid() != first);
-  CHECK(r.count(lifecycle_event_kind::link_down) == 1);
-  CHECK(r.count(lifecycle_event_kind::link_up) == 2);
-  const auto c = life.counters();
-  CHECK(c.frames_received == 2);
-  CHECK(c.restarts == 1);
-  life.stop();
-  CHECK(life.state() == lifecycle_state::stopped);
+  receive();  // parks across the restart
+  r.passts.back().process->exit(1);
+  REQUIRE(r.up(2));
+  CHECK_FALSE(received.has_value());
+  const auto second = test_frame(9);
+  REQUIRE(r.passts.back().transport.try_send(second, ec));
+  REQUIRE(r.until([&] { return received.has_value(); }));
+  CHECK_FALSE(*received);
+  CHECK(copy == second);
 }
 
-TEST_CASE("a passt that keeps dying is restarted with growing delays, then given up") {
-  asio::io_context io;
-  netpasst::lifecycle_config config;
-  config.restart.max_attempts = 3;
-  config.restart.initial_backoff = 5ms;
-  config.restart.min_uptime = 1h;
-  fake_lifecycle life(io, options_for(fake_passt("dies", dies_at_once)), config);
-  recorder r;
-  record(life, r);
-  start(io, life);
-  REQUIRE(run_until(io, [&] { return life.state() == lifecycle_state::failed; }));
-  std::vector<long> delays;
+TEST_CASE("a passt that keeps failing is retried with growing delays naming why, then given up") {
+  auto config = quick();
+  config.restart.max_attempts = 4;
+  rig r(config);
+  REQUIRE_FALSE(r.start());
+  for (int i = 0; i < 4; ++i)
+    r.launcher.script({testing::launch_script::outcome::fail, errc::passt_exited,
+                       "passt exited with status 1: attempt " + std::to_string(i)});
+  r.passts.back().process->exit(1);
+  REQUIRE(r.until([&] { return r.life->state() == lifecycle_state::failed; }));
+  std::vector<std::chrono::milliseconds> delays;
+  std::vector<std::string> reasons;
   for (const auto& e : r.events)
-    if (e.kind == lifecycle_event_kind::restarting) delays.push_back(long(e.delay.count()));
-  CHECK(delays == std::vector<long>{0, 5, 10});
-  CHECK(life.last_error() == netpasst::errc::restart_limit_reached);
-  CHECK_THAT(life.last_error_message(), Catch::Contains("gave up after 3 attempts"));
-  CHECK(r.count(lifecycle_event_kind::link_up) == 4);
-  CHECK(r.count(lifecycle_event_kind::link_down) == 4);
-  CHECK(r.events.back().kind == lifecycle_event_kind::failed);
-  CHECK(life.counters().restarts == 3);
-  CHECK_FALSE(life.is_open());
+    if (e.kind == lifecycle_event_kind::restarting) delays.push_back(e.delay), reasons.push_back(e.reason);
+  CHECK(delays == std::vector<std::chrono::milliseconds>{0ms, 10ms, 20ms, 40ms});
+  REQUIRE(reasons.size() == 4);
+  CHECK_THAT(reasons[0], Catch::Contains("exited with status 1"));
+  CHECK(reasons[1] == "passt exited with status 1: attempt 0");
+  CHECK(reasons[3] == "passt exited with status 1: attempt 2");
+  CHECK(r.life->last_error() == errc::restart_limit_reached);
+  CHECK_THAT(r.life->last_error_message(), Catch::Contains("gave up after 4 attempts") &&
+                                              Catch::Contains("attempt 3"));
+  CHECK_THAT(r.life->status(), Catch::StartsWith("stream,failed: gave up"));
+  CHECK(r.life->counters().failed_launches == 4);
+  // Frames end with the failure, and start works again.
   std::error_code ec;
-  std::byte frame[60]{};
-  CHECK_FALSE(life.try_send(netpasst::frame(frame, sizeof frame), ec));
-  CHECK(ec == netpasst::errc::restart_limit_reached);
+  const auto f = test_frame();
+  CHECK_FALSE(r.life->try_send(f, ec));
+  CHECK(ec == errc::restart_limit_reached);
+  REQUIRE_FALSE(r.start());
+  CHECK(r.life->state() == lifecycle_state::running);
+}
+
+TEST_CASE("crash-loop guard: passts that die young count as failures; one that lived long resets the count") {
+  auto config = quick();
+  config.restart.max_attempts = 3;
+  config.restart.min_uptime = 200ms;
+  rig r(config);
+  REQUIRE_FALSE(r.start());
+  for (std::uint64_t g = 1; g <= 4; ++g) {  // the fourth death is the fourth consecutive failure
+    REQUIRE(r.up(g));
+    r.passts.back().process->exit(1);
+  }
+  REQUIRE(r.until([&] { return r.life->state() == lifecycle_state::failed; }));
+  CHECK(r.life->last_error() == errc::restart_limit_reached);
+
+  rig healthy(config);
+  REQUIRE_FALSE(healthy.start());
+  for (std::uint64_t g = 1; g <= 5; ++g) {
+    REQUIRE(healthy.up(g));
+    asio::steady_timer wait(healthy.io, 250ms);
+    bool waited = false;
+    wait.async_wait([&](std::error_code) { waited = true; });
+    REQUIRE(healthy.until([&] { return waited; }));
+    healthy.passts.back().process->exit(1);
+  }
+  REQUIRE(healthy.up(6));
+  for (const auto& e : healthy.events)
+    if (e.kind == lifecycle_event_kind::restarting) CHECK(e.attempt == 1);
 }
 
 TEST_CASE("restarts disabled: the first loss ends the lifecycle with its cause") {
-  asio::io_context io;
-  netpasst::lifecycle_config config;
+  auto config = quick();
   config.restart.enabled = false;
-  fake_lifecycle life(io, options_for(fake_passt("idle", idles)), config);
-  start(io, life);
-  ::kill(life.pid(), SIGKILL);
-  REQUIRE(run_until(io, [&] { return life.state() == lifecycle_state::failed; }));
-  CHECK(life.last_error() == netpasst::condition::connection_lost);
-  CHECK(life.counters().restarts == 0);
+  rig r(config);
+  REQUIRE_FALSE(r.start());
+  r.passts.back().process->exit(3);
+  REQUIRE(r.until([&] { return r.life->state() == lifecycle_state::failed; }));
+  CHECK(r.life->last_error() == errc::passt_terminated);
+  CHECK_THAT(r.life->last_error_message(), Catch::Contains("exited with status 3"));
+  CHECK(r.count(lifecycle_event_kind::restarting) == 0);
+  CHECK(r.launcher.launches() == 1);
+}
+
+TEST_CASE("a first start that fails reports the launcher's words; retry_first_start retries") {
+  SECTION("no retry") {
+    rig r;
+    r.launcher.script({testing::launch_script::outcome::fail, errc::passt_exited,
+                       "passt exited with status 1: unrecognized option '--fqdn'"});
+    CHECK(r.start() == errc::passt_exited);
+    CHECK(r.life->last_error_message() == "passt exited with status 1: unrecognized option '--fqdn'");
+    CHECK(r.life->state() == lifecycle_state::failed);
+    CHECK(r.launcher.launches() == 1);
+  }
+  SECTION("retry") {
+    auto config = quick();
+    config.restart.retry_first_start = true;
+    rig r(config);
+    r.launcher.script({testing::launch_script::outcome::fail, errc::start_timeout, "passt did not daemonize"});
+    CHECK_FALSE(r.start());
+    CHECK(r.launcher.launches() == 2);
+    CHECK(r.life->counters().failed_launches == 1);
+  }
+}
+
+TEST_CASE("a failed handshake counts as a failed launch; its passt is terminated; the next attempt succeeds") {
+  asio::io_context io;
+  testing::scripted_launcher launcher(io);
+  auto config = quick();
+  config.restart.retry_first_start = true;
+  memory_lifecycle life(launcher, {}, config);
+  std::list<testing::memory_transport> peers;
+  std::list<testing::scripted_passt<testing::memory_transport>> passts;
+  life.next_layer().on_attach([&](testing::memory_transport peer) {
+    passts.emplace_back(peers.emplace_back(std::move(peer))).run();
+  });
+  life.next_layer().script_handshake(std::make_error_code(std::errc::protocol_error));
+  std::optional<std::error_code> started;
+  life.async_start([&](std::error_code ec) { started = ec; });
+  REQUIRE(run_until(io, [&] { return started.has_value(); }));
+  CHECK_FALSE(*started);
+  CHECK(launcher.launches() == 2);
+  CHECK(life.next_layer().attaches() == 2);
+  CHECK(launcher.processes().front()->signals() == std::vector<int>{SIGTERM});
+  CHECK(life.counters().failed_launches == 1);
+  netpasst::mini_guest<memory_lifecycle> guest(life, quick_guest());
+  std::optional<std::error_code> leased;
+  guest.async_dhcp([&](std::error_code ec, netpasst::dhcp_lease) { leased = ec; });
+  REQUIRE(run_until(io, [&] { return leased.has_value(); }));
+  CHECK_FALSE(*leased);
+  life.stop();
+  CHECK(life.next_layer().held_socket() == -1);
 }
 
 TEST_CASE("link set down drops frames both ways and says so; set up again restores it") {
-  asio::io_context io;
-  fake_lifecycle life(io, options_for(fake_passt("idle", idles)));
-  recorder r;
-  record(life, r);
-  start(io, life);
-  CHECK(life.link_up());
-  life.set_link(false);
-  CHECK_FALSE(life.link_up());
-  REQUIRE(r.events.back().kind == lifecycle_event_kind::link_down);
-  CHECK(r.events.back().reason == "link set down");
-  CHECK_THAT(life.status(), Catch::StartsWith("stream,link down"));
+  rig r;
+  REQUIRE_FALSE(r.start());
+  r.life->set_link(false);
+  CHECK_FALSE(r.life->link_up());
+  CHECK_THAT(r.life->status(), Catch::StartsWith("stream,link down, pid"));
+  REQUIRE(r.last(lifecycle_event_kind::link_down));
+  CHECK(r.last(lifecycle_event_kind::link_down)->reason == "link set down");
   std::error_code ec;
-  std::byte frame[60]{};
-  CHECK(life.try_send(netpasst::frame(frame, sizeof frame), ec));
-  CHECK(!ec);
-  CHECK(life.counters().frames_dropped == 1);
-  CHECK(life.counters().frames_sent == 0);
-  life.set_link(false);  // no change, no event
-  CHECK(r.count(lifecycle_event_kind::link_down) == 1);
-  life.set_link(true);
-  CHECK(r.events.back().kind == lifecycle_event_kind::link_up);
-  CHECK(life.try_send(netpasst::frame(frame, sizeof frame), ec));
-  CHECK(life.counters().frames_sent == 1);
+  const auto f = test_frame();
+  CHECK(r.life->try_send(f, ec));  // taken and dropped
+  std::optional<std::error_code> received;
+  r.life->async_receive([&](std::error_code e, netpasst::frame_batch) { received = e; });
+  REQUIRE(r.passts.back().transport.try_send(f, ec));
+  REQUIRE(r.until([&] { return r.life->counters().frames_dropped == 2; }));
+  CHECK_FALSE(received.has_value());
+  r.life->set_link(true);
+  CHECK(r.last(lifecycle_event_kind::link_up)->generation == 1);
+  REQUIRE(r.passts.back().transport.try_send(f, ec));
+  REQUIRE(r.until([&] { return received.has_value(); }));
+  CHECK_FALSE(*received);
 }
 
 TEST_CASE("while passt restarts, sends are refused as would_block and a writable wait completes at link up") {
-  asio::io_context io;
-  fake_lifecycle life(io, options_for(fake_passt("idle", idles)));
-  recorder r;
+  auto config = quick();
+  config.restart.min_uptime = 1h;  // every death counts: the second attempt waits for the backoff
+  config.restart.initial_backoff = config.restart.max_backoff = 300ms;
+  rig r(config);
+  std::error_code ec;
+  const auto f = test_frame();
+  CHECK_FALSE(r.life->try_send(f, ec));
+  CHECK(ec == errc::would_block);  // before start
+  REQUIRE_FALSE(r.start());
+  r.launcher.script({testing::launch_script::outcome::fail});
+  r.passts.back().process->exit(1);
+  REQUIRE(r.until([&] { return r.count(lifecycle_event_kind::restarting) == 2; }));
+  CHECK_FALSE(r.life->try_send(f, ec));
+  CHECK(ec == errc::would_block);
+  CHECK_THAT(r.life->status(), Catch::StartsWith("stream,restarting (attempt 2 of 5): "));
   std::optional<std::error_code> writable;
-  std::error_code send_error;
-  bool refused_while_down = false;
-  life.subscribe([&](const netpasst::lifecycle_event& e) {
-    r.events.push_back(e);
-    if (e.kind != lifecycle_event_kind::link_down) return;
-    std::byte frame[60]{};
-    refused_while_down = !life.try_send(netpasst::frame(frame, sizeof frame), send_error);
-    life.async_wait_writable([&](std::error_code ec) { writable = ec; });
-  });
-  start(io, life);
-  ::kill(life.pid(), SIGKILL);
-  REQUIRE(run_until(io, [&] { return writable.has_value(); }));
-  CHECK(refused_while_down);
-  CHECK(send_error == netpasst::errc::would_block);
-  CHECK(!*writable);
-  CHECK(life.link_up());
-  CHECK(r.count(lifecycle_event_kind::link_up) == 2);
+  r.life->async_wait_writable([&](std::error_code e) { writable = e; });
+  REQUIRE(r.until([&] { return writable.has_value(); }));
+  CHECK_FALSE(*writable);
+  CHECK(r.life->link_up());
+  CHECK(r.life->try_send(f, ec));
 }
 
-TEST_CASE("cancel ends a waiting receive; stop and destruction end pending ones with stopped") {
-  asio::io_context io;
-  std::optional<std::error_code> a, b;
-  {
-    fake_lifecycle life(io, options_for(fake_passt("idle", idles)));
-    life.async_receive([&](std::error_code ec, netpasst::frame_batch) { a = ec; });
-    life.cancel();
-    REQUIRE(run_until(io, [&] { return a.has_value(); }));
-    CHECK(*a == asio::error::operation_aborted);
-
-    start(io, life);
-    a.reset();
-    life.async_receive([&](std::error_code ec, netpasst::frame_batch) { a = ec; });
-    life.async_receive([&](std::error_code ec, netpasst::frame_batch) { b = ec; });
-    REQUIRE(run_until(io, [&] { return b.has_value(); }));
-    CHECK(*b == netpasst::errc::operation_in_progress);
-    life.cancel();
-    REQUIRE(run_until(io, [&] { return a.has_value(); }));
-    CHECK(*a == asio::error::operation_aborted);
-
-    a.reset();
-    life.async_receive([&](std::error_code ec, netpasst::frame_batch) { a = ec; });
-  }  // destroyed with a receive pending
-  REQUIRE(run_until(io, [&] { return a.has_value(); }));
-  CHECK(*a == netpasst::errc::stopped);
+TEST_CASE("stop from every state ends everything; pending operations end with stopped") {
+  SECTION("idle") {
+    rig r;
+    CHECK_FALSE(r.stop());
+    CHECK(r.life->state() == lifecycle_state::stopped);
+    CHECK(r.launcher.launches() == 0);
+  }
+  SECTION("starting: the pending launch is cancelled at once") {
+    rig r;
+    r.launcher.script({testing::launch_script::outcome::never_ready});
+    std::optional<std::error_code> started;
+    r.life->async_start([&](std::error_code ec) { started = ec; });
+    REQUIRE(r.until([&] { return r.launcher.launches() == 1; }));
+    CHECK_FALSE(r.stop());
+    REQUIRE(r.until([&] { return started.has_value(); }));
+    CHECK(*started == errc::stopped);
+    CHECK(r.life->last_error() == errc::stopped);
+    CHECK(r.life->last_error_message() == "stopped before passt was up");
+    CHECK(r.count(lifecycle_event_kind::stopped) == 1);
+  }
+  SECTION("running, with a receive pending") {
+    rig r;
+    REQUIRE_FALSE(r.start());
+    std::optional<std::error_code> received;
+    r.life->async_receive([&](std::error_code ec, netpasst::frame_batch) { received = ec; });
+    CHECK_FALSE(r.stop());
+    REQUIRE(r.until([&] { return received.has_value(); }));
+    CHECK(*received == errc::stopped);
+    CHECK(r.last(lifecycle_event_kind::link_down)->error == errc::stopped);
+    CHECK(r.passts.back().process->status() == 128 + SIGTERM);
+  }
+  SECTION("restarting, during a backoff") {
+    auto config = quick();
+    config.restart.initial_backoff = config.restart.max_backoff = 1h;
+    rig r(config);
+    REQUIRE_FALSE(r.start());
+    r.launcher.script({testing::launch_script::outcome::fail});
+    r.passts.back().process->exit(1);
+    REQUIRE(r.until([&] { return r.count(lifecycle_event_kind::restarting) == 2; }));
+    CHECK_FALSE(r.stop());
+    CHECK(r.launcher.launches() == 2);
+  }
+  SECTION("from inside a link_down callback") {
+    rig r;
+    REQUIRE_FALSE(r.start());
+    r.life->subscribe([&](const lifecycle_event& e) {
+      if (e.kind == lifecycle_event_kind::link_down && e.error != errc::stopped) r.life->async_stop(asio::detached);
+    });
+    r.passts.back().process->exit(1);
+    REQUIRE(r.until([&] { return r.life->state() == lifecycle_state::stopped; }));
+    CHECK(r.launcher.launches() == 1);
+  }
+  SECTION("a passt that ignores SIGTERM gets SIGKILL after the grace") {
+    rig r;
+    r.launcher.script({testing::launch_script::outcome::ready, {}, {}, false});
+    REQUIRE_FALSE(r.start());
+    CHECK_FALSE(r.stop());
+    CHECK(r.passts.back().process->signals() == std::vector<int>{SIGTERM, SIGKILL});
+  }
+  SECTION("synchronous stop and destruction") {
+    rig r;
+    REQUIRE_FALSE(r.start());
+    std::optional<std::error_code> received;
+    r.life->async_receive([&](std::error_code ec, netpasst::frame_batch) { received = ec; });
+    r.life->stop();
+    CHECK(r.life->state() == lifecycle_state::stopped);
+    CHECK(r.passts.back().process->status().has_value());
+    r.life->stop();  // idempotent
+    CHECK(r.count(lifecycle_event_kind::stopped) == 1);
+    REQUIRE_FALSE(r.start());
+    r.life.reset();
+    REQUIRE(r.until([&] { return received.has_value(); }));
+    CHECK(*received == errc::stopped);
+    CHECK(r.passts.back().process->status().has_value());
+  }
 }
 
-TEST_CASE("async operations take use_future and use_awaitable") {
-  asio::io_context io;
-  fake_lifecycle life(io, options_for(fake_passt("frame", sends_one_frame)));
-  auto work = asio::make_work_guard(io);
-  std::thread runner([&] { io.run(); });
-  std::future<void> started = asio::post(io, asio::use_future([&] { return life.async_start(asio::use_future); })).get();
+TEST_CASE("options asking for the other passt mode are refused before anything is spawned, naming /vhost-user") {
+  SECTION("stream session, vhost-user requested") {
+    netpasst::options o;
+    o.vhost_user = true;
+    rig r(quick(), o);
+    CHECK(r.start() == errc::invalid_options);
+    CHECK(r.life->last_error() == netpasst::condition::configuration_error);
+    CHECK_THAT(r.life->last_error_message(), Catch::Contains("/vhost-user"));
+    CHECK(r.launcher.launches() == 0);
+  }
+  SECTION("a vhost-user session adds --vhost-user, and refuses vhost-user false") {
+    using vhost_session = testing::basic_memory_session<netpasst::passt_mode::vhost_user>;
+    using vhost_lifecycle = netpasst::basic_lifecycle<vhost_session, testing::scripted_launcher>;
+    asio::io_context io;
+    testing::scripted_launcher launcher(io);
+    {
+      vhost_lifecycle life(launcher, {}, quick());
+      std::optional<std::error_code> started;
+      life.async_start([&](std::error_code ec) { started = ec; });
+      REQUIRE(run_until(io, [&] { return started.has_value(); }));
+      CHECK_FALSE(*started);
+      const auto& argv = launcher.last_argv();
+      CHECK(std::count(argv.begin(), argv.end(), "--vhost-user") == 1);
+      CHECK_THAT(life.status(), Catch::StartsWith("vhost-user,connected to pid"));
+    }
+    netpasst::options o;
+    o.vhost_user = false;
+    vhost_lifecycle life(launcher, o, quick());
+    std::optional<std::error_code> started;
+    life.async_start([&](std::error_code ec) { started = ec; });
+    REQUIRE(run_until(io, [&] { return started.has_value(); }));
+    CHECK(*started == errc::invalid_options);
+    CHECK_THAT(life.last_error_message(), Catch::Contains("/vhost-user"));
+    CHECK(launcher.launches() == 1);
+  }
+  SECTION("invalid options name their key") {
+    netpasst::options o;
+    o.mtu = 70000;
+    rig r(quick(), o);
+    CHECK(r.start() == errc::invalid_options);
+    CHECK_THAT(r.life->last_error_message(), Catch::Contains("/mtu"));
+    CHECK(r.count(lifecycle_event_kind::failed) == 1);
+    CHECK(r.launcher.launches() == 0);
+  }
+}
+
+TEST_CASE("every failure point of start, DHCP and an echo ends cleanly: success, a restart or a named error") {
+  for (std::size_t n = 0;; ++n) {
+    INFO("failing operation " << n);
+    asio::io_context io;
+    testing::fail_count faults(n);
+    testing::memory_transport_options ours;
+    ours.faults = &faults;
+    testing::scripted_launcher launcher(io);
+    auto config = quick();
+    config.restart.max_attempts = 3;
+    memory_lifecycle life(launcher, {}, config, netpasst::argv_builder{}, io.get_executor(), ours,
+                          testing::memory_transport_options{});
+    std::list<testing::memory_transport> peers;
+    std::list<testing::scripted_passt<testing::memory_transport>> passts;
+    life.next_layer().on_attach([&](testing::memory_transport peer) {
+      passts.emplace_back(peers.emplace_back(std::move(peer))).run();
+    });
+    std::optional<std::error_code> started, leased;
+    life.async_start([&](std::error_code ec) { started = ec; });
+    REQUIRE(run_until(io, [&] { return started.has_value(); }));
+    REQUIRE_FALSE(*started);  // nothing has failed yet: no frame moved
+    auto guest_config = quick_guest();
+    guest_config.dhcp_timeout = 300ms;
+    netpasst::mini_guest<memory_lifecycle> guest(life, guest_config);
+    guest.async_dhcp([&](std::error_code ec, netpasst::dhcp_lease) { leased = ec; });
+    REQUIRE(run_until(io, [&] { return leased.has_value(); }));
+    if (*leased) {
+      // A named error: the injected one ended the guest's operation, or the
+      // lifecycle gave up; never a hang.
+      CHECK((*leased == errc::connection_closed || *leased == netpasst::guest_errc::guest_timeout ||
+             *leased == errc::restart_limit_reached));
+    }
+    life.stop();
+    CHECK(life.state() == lifecycle_state::stopped);
+    for (const auto& p : launcher.processes()) CHECK(p->status().has_value());
+    if (!faults.tripped()) break;
+    REQUIRE(n < 200);
+  }
+}
+
+TEST_CASE("tokens: use_future, use_awaitable, deferred") {
+  rig r;
+  auto work = asio::make_work_guard(r.io);
+  std::thread runner([&] { r.io.run(); });
+  auto started = asio::post(r.io, asio::use_future([&] { return r.life->async_start(asio::use_future); })).get();
   CHECK_NOTHROW(started.get());
-
   std::promise<std::size_t> got;
   asio::co_spawn(
-      io,
+      r.io,
       [&]() -> asio::awaitable<void> {
-        auto batch = co_await life.async_receive(asio::use_awaitable);
+        const auto f = test_frame(3);
+        std::error_code ec;
+        r.passts.back().transport.try_send(f, ec);
+        auto batch = co_await r.life->async_receive(asio::use_awaitable);
         got.set_value(batch.size());
-        co_await life.async_stop(asio::use_awaitable);
+        co_await r.life->async_stop(asio::use_awaitable);
       },
       asio::detached);
   auto size = got.get_future();
@@ -289,5 +657,149 @@ TEST_CASE("async operations take use_future and use_awaitable") {
   CHECK(size.get() == 1);
   work.reset();
   runner.join();
-  CHECK(life.state() == lifecycle_state::stopped);
+  CHECK(r.life->state() == lifecycle_state::stopped);
+
+  // deferred: nothing happens until the deferred operation is invoked.
+  r.io.restart();
+  auto deferred_start = r.life->async_start(asio::experimental::deferred);
+  r.io.poll();
+  CHECK(r.launcher.launches() == 1);
+  std::optional<std::error_code> result;
+  std::move(deferred_start)([&](std::error_code ec) { result = ec; });
+  REQUIRE(r.until([&] { return result.has_value(); }));
+  CHECK_FALSE(*result);
+  CHECK(r.launcher.launches() == 2);
+}
+
+TEST_CASE("cancellation: per operation, through the token's slot") {
+  rig r;
+  SECTION("a receive parked before start") {
+    asio::cancellation_signal cancel;
+    std::optional<std::error_code> received;
+    r.life->async_receive(asio::bind_cancellation_slot(
+        cancel.slot(), [&](std::error_code ec, netpasst::frame_batch) { received = ec; }));
+    r.io.poll();
+    cancel.emit(asio::cancellation_type::partial);
+    REQUIRE(r.until([&] { return received.has_value(); }));
+    CHECK(*received == asio::error::operation_aborted);
+  }
+  SECTION("a receive forwarded to a running passt; the lifecycle keeps working") {
+    REQUIRE_FALSE(r.start());
+    asio::cancellation_signal cancel;
+    std::optional<std::error_code> received;
+    r.life->async_receive(asio::bind_cancellation_slot(
+        cancel.slot(), [&](std::error_code ec, netpasst::frame_batch) { received = ec; }));
+    r.io.poll();
+    cancel.emit(asio::cancellation_type::terminal);
+    REQUIRE(r.until([&] { return received.has_value(); }));
+    CHECK(*received == asio::error::operation_aborted);
+    CHECK(r.life->link_up());
+    received.reset();
+    r.life->async_receive([&](std::error_code ec, netpasst::frame_batch) { received = ec; });
+    std::error_code ec;
+    REQUIRE(r.passts.back().transport.try_send(test_frame(), ec));
+    REQUIRE(r.until([&] { return received.has_value(); }));
+    CHECK_FALSE(*received);
+  }
+  SECTION("a writable wait while restarting") {
+    auto config = quick();
+    config.restart.initial_backoff = config.restart.max_backoff = 1h;
+    config.restart.min_uptime = 1h;
+    rig slow(config);
+    REQUIRE_FALSE(slow.start());
+    slow.launcher.script({testing::launch_script::outcome::fail});
+    slow.passts.back().process->exit(1);
+    REQUIRE(slow.until([&] { return slow.count(lifecycle_event_kind::restarting) == 2; }));
+    asio::cancellation_signal cancel;
+    std::optional<std::error_code> writable;
+    slow.life->async_wait_writable(asio::bind_cancellation_slot(cancel.slot(), [&](std::error_code ec) {
+      writable = ec;
+    }));
+    slow.io.poll();
+    cancel.emit(asio::cancellation_type::total);
+    REQUIRE(slow.until([&] { return writable.has_value(); }));
+    CHECK(*writable == asio::error::operation_aborted);
+  }
+  SECTION("async_start, terminal: the start is abandoned and the launch cancelled") {
+    r.launcher.script({testing::launch_script::outcome::never_ready});
+    asio::cancellation_signal cancel;
+    std::optional<std::error_code> started;
+    r.life->async_start(asio::bind_cancellation_slot(cancel.slot(), [&](std::error_code ec) { started = ec; }));
+    REQUIRE(r.until([&] { return r.launcher.launches() == 1; }));
+    cancel.emit(asio::cancellation_type::terminal);
+    REQUIRE(r.until([&] { return started.has_value() && r.life->state() == lifecycle_state::stopped; }));
+    CHECK(*started == asio::error::operation_aborted);
+  }
+  SECTION("async_stop: the wait ends, the stop goes on") {
+    auto config = quick();
+    config.stop_grace = 200ms;
+    rig slow(config);
+    slow.launcher.script({testing::launch_script::outcome::ready, {}, {}, false});  // ignores SIGTERM
+    REQUIRE_FALSE(slow.start());
+    asio::cancellation_signal cancel;
+    std::optional<std::error_code> stopped;
+    slow.life->async_stop(asio::bind_cancellation_slot(cancel.slot(), [&](std::error_code ec) { stopped = ec; }));
+    cancel.emit(asio::cancellation_type::partial);
+    REQUIRE(slow.until([&] { return stopped.has_value(); }));
+    CHECK(*stopped == asio::error::operation_aborted);
+    REQUIRE(slow.until([&] { return slow.life->state() == lifecycle_state::stopped; }));
+  }
+}
+
+#if defined(ASIO_HAS_CO_AWAIT)
+TEST_CASE("a timeout written as op || timer with use_awaitable ends a parked receive on time") {
+  using namespace asio::experimental::awaitable_operators;
+  rig r;
+  REQUIRE_FALSE(r.start());
+  std::optional<std::size_t> winner;
+  asio::co_spawn(
+      r.io,
+      [&]() -> asio::awaitable<void> {
+        asio::steady_timer timer(r.io, 50ms);
+        auto result = co_await (r.life->async_receive(asio::use_awaitable) ||
+                                timer.async_wait(asio::use_awaitable));
+        winner = result.index();
+      },
+      asio::detached);
+  REQUIRE(r.until([&] { return winner.has_value(); }));
+  CHECK(*winner == 1);  // the timer won and the receive was cancelled
+  CHECK(r.life->link_up());
+  // The lifecycle is still usable: a new receive gets the next frame.
+  std::optional<std::error_code> received;
+  r.life->async_receive([&](std::error_code ec, netpasst::frame_batch) { received = ec; });
+  std::error_code ec;
+  REQUIRE(r.passts.back().transport.try_send(test_frame(), ec));
+  REQUIRE(r.until([&] { return received.has_value(); }));
+  CHECK_FALSE(*received);
+}
+#endif
+
+namespace {
+/// Counts what is allocated through it.
+template <class T> struct counting_allocator {
+  using value_type = T;
+  std::size_t* count;
+  explicit counting_allocator(std::size_t* c) : count(c) {}
+  template <class U> counting_allocator(const counting_allocator<U>& other) : count(other.count) {}
+  T* allocate(std::size_t n) {
+    ++*count;
+    return std::allocator<T>().allocate(n);
+  }
+  void deallocate(T* p, std::size_t n) { std::allocator<T>().deallocate(p, n); }
+  template <class U> bool operator==(const counting_allocator<U>& o) const { return count == o.count; }
+};
+} // namespace
+
+TEST_CASE("the handler's associated allocator is used by the operations under the lifecycle") {
+  rig r;
+  REQUIRE_FALSE(r.start());
+  std::size_t allocations = 0;
+  std::optional<std::error_code> received;
+  r.life->async_receive(asio::bind_allocator(counting_allocator<void>(&allocations),
+                                             [&](std::error_code ec, netpasst::frame_batch) { received = ec; }));
+  std::error_code ec;
+  REQUIRE(r.passts.back().transport.try_send(test_frame(), ec));
+  REQUIRE(r.until([&] { return received.has_value(); }));
+  CHECK_FALSE(*received);
+  CHECK(allocations > 0);
 }

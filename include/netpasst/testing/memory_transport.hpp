@@ -204,4 +204,3 @@ std::pair<memory_transport, memory_transport> make_memory_transport_pair(Executi
 
 #include <netpasst/testing/impl/memory_transport.hpp>
 
-static_assert(netpasst::FrameTransport<netpasst::testing::memory_transport>);

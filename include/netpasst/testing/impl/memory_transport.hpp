@@ -4,6 +4,7 @@
 #include <netpasst/testing/memory_transport.hpp>
 
 #include <asio/basic_waitable_timer.hpp>
+#include <asio/cancellation_type.hpp>
 #include <asio/compose.hpp>
 #include <asio/error.hpp>
 #include <asio/post.hpp>
@@ -141,9 +142,8 @@ public:
       if (link_->closed[side_]) return;
       link_->closed[side_] = true;
       link_->queue[1 - side_].clear();
-      recycle();
     }
-    batch_.clear();
+    // The current batch's buffers stay: its views are valid until destruction.
     signal_.cancel();
     link_->wake[1 - side_]();
   }
@@ -184,13 +184,15 @@ struct memory_receive_op {
   template <class Self> void operator()(Self& self, std::error_code = {}) {
     if (!started) {
       started = true;
+      self.reset_cancellation_state(asio::enable_total_cancellation());
       end->receive_pending = true;
       end->inject(injected);
       return asio::post(std::move(self));
     }
     std::error_code ec = injected;
     std::size_t n = 0;
-    if (!ec && end->abort_receive) ec = asio::error::operation_aborted;
+    if (!ec && (end->abort_receive || self.get_cancellation_state().cancelled() != asio::cancellation_type::none))
+      ec = asio::error::operation_aborted;
     if (!ec) n = end->take(ec);
     if (!ec && n == 0) {
       return end->signal().async_wait(std::move(self));
@@ -211,12 +213,14 @@ struct memory_writable_op {
   template <class Self> void operator()(Self& self, std::error_code = {}) {
     if (!started) {
       started = true;
+      self.reset_cancellation_state(asio::enable_total_cancellation());
       end->writable_pending = true;
       end->inject(injected);
       return asio::post(std::move(self));
     }
     std::error_code ec = injected;
-    if (!ec && end->abort_writable) ec = asio::error::operation_aborted;
+    if (!ec && (end->abort_writable || self.get_cancellation_state().cancelled() != asio::cancellation_type::none))
+      ec = asio::error::operation_aborted;
     if (!ec && !end->writable(ec) && !ec) {
       return end->signal().async_wait(std::move(self));
     }
