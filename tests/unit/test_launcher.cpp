@@ -41,6 +41,9 @@ using namespace std::chrono_literals;
 using netpasst::errc;
 using netpasst::passt_process;
 using netpasst::unique_fd;
+using netpasst::test::alive;
+using netpasst::test::children;
+using netpasst::test::fd_count;
 using netpasst::test::run_until;
 using netpasst::test::write_script;
 
@@ -50,45 +53,6 @@ static_assert(netpasst::DaemonLauncher<netpasst::basic_passt_launcher<netpasst::
 static_assert(netpasst::DaemonLauncher<netpasst::basic_passt_launcher<netpasst::launch_policy::foreground, asio::io_context::executor_type>>);
 
 namespace {
-
-std::size_t fd_count() {
-  std::size_t n = 0;
-  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
-  return n;
-}
-
-/// The state letter of /proc/PID/stat, or 0 when there is no such process.
-char process_state_of(pid_t pid, pid_t* ppid = nullptr) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(in, line)) return 0;
-  const auto close = line.rfind(')');
-  if (close == std::string::npos || close + 2 >= line.size()) return 0;
-  std::istringstream rest(line.substr(close + 2));
-  char state = 0;
-  pid_t parent = 0;
-  rest >> state >> parent;
-  if (ppid) *ppid = parent;
-  return state;
-}
-
-/// True while `pid` names a process that has not exited (a zombie has).
-bool alive(pid_t pid) {
-  const char s = process_state_of(pid);
-  return s != 0 && s != 'Z' && s != 'X';
-}
-
-/// Pids whose parent is this process (zombies included).
-std::vector<pid_t> children() {
-  std::vector<pid_t> result;
-  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
-    const std::string name = e.path().filename().string();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    pid_t ppid = 0;
-    if (process_state_of(pid_t(std::stoi(name)), &ppid) && ppid == ::getpid()) result.push_back(pid_t(std::stoi(name)));
-  }
-  return result;
-}
 
 /// The fake passt scripts, written once into the test's scratch directory.
 struct fakes {
@@ -142,7 +106,10 @@ exit 0
 )");
     // A live process that does not hold our socket (another VM's passt, say);
     // its pid also goes to a side file so that the test can end it.
+    // (Only a descendant of what the launcher started can hold the socket;
+    // wait until this one has closed its inherited copy.)
     not_passt = write_script("fake-passt-not-passt", prologue + R"sh(sleep 1000 </dev/null >/dev/null 2>&1 3>&- &
+while [ -e /proc/$!/fd/3 ]; do :; done
 echo $! > "$pidfile"
 echo $! > "$0.stray"
 exit 0
@@ -383,7 +350,8 @@ TEMPLATE_TEST_CASE("a timed-out or cancelled launch ends the wrapper's own child
   }
   const pid_t child = wrapper_child();
   REQUIRE(child > 1);
-  CHECK_FALSE(alive(child));
+  // SIGKILL went to the whole group; the grandchild's death is asynchronous.
+  CHECK(run_until(e.io, [&] { return !alive(child); }, 5s));
   std::filesystem::remove(child_file);
 }
 
@@ -682,4 +650,27 @@ TEMPLATE_TEST_CASE("repeated launch and terminate leaks nothing", "", netpasst::
     p.terminate(1s);
     REQUIRE_FALSE(alive(p.pid()));
   }
+}
+
+TEMPLATE_TEST_CASE("process waits honour their token's cancellation slot", "", netpasst::daemon_launcher,
+                   netpasst::foreground_launcher) {
+  env e;
+  TestType launcher(e.io, e.config);
+  passt_process p = launcher.launch({fake().good});
+  asio::cancellation_signal cancel_wait, cancel_terminate;
+  std::optional<std::error_code> waited, other;
+  p.async_wait_exit(asio::bind_cancellation_slot(cancel_wait.slot(), [&](std::error_code ec, int) { waited = ec; }));
+  p.async_wait_exit([&](std::error_code ec, int) { other = ec; });  // no slot: not cancelled
+  e.io.poll();
+  cancel_wait.emit(asio::cancellation_type::partial);
+  REQUIRE(run_until(e.io, [&] { return waited.has_value(); }));
+  CHECK(*waited == asio::error::operation_aborted);
+  CHECK_FALSE(other.has_value());
+  CHECK(p.running());
+  std::optional<std::error_code> terminated;
+  p.async_terminate(2s, [&](std::error_code ec) { terminated = ec; });
+  REQUIRE(run_until(e.io, [&] { return terminated.has_value() && other.has_value(); }));
+  CHECK_FALSE(*terminated);
+  CHECK_FALSE(*other);
+  CHECK_FALSE(p.running());
 }

@@ -1,5 +1,7 @@
 #include <netpasst/testing/memory_transport.hpp>
 
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/cancellation_signal.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/executor_work_guard.hpp>
@@ -382,4 +384,39 @@ TEST_CASE("memory_transport: one thread per end; with backpressure (TSan)") {
   std::size_t expected_bytes = 0;
   for (int i = 0; i < total; ++i) expected_bytes += 14 + std::size_t(i % 100);
   CHECK(received_bytes == expected_bytes);
+}
+
+TEST_CASE("memory_transport: per-operation cancellation through the token's slot") {
+  asio::io_context io;
+  auto [a, b] = make_memory_transport_pair(io, memory_transport_options{1, 16, nullptr});
+  asio::cancellation_signal cancel_receive, cancel_writable;
+  std::optional<std::error_code> received, writable;
+  a.async_receive(asio::bind_cancellation_slot(cancel_receive.slot(), [&](std::error_code ec, frame_batch) {
+    received = ec;
+  }));
+  const auto f = frame_of(60, 1);
+  std::error_code ec;
+  REQUIRE(a.try_send(f, ec));
+  a.async_wait_writable(asio::bind_cancellation_slot(cancel_writable.slot(), [&](std::error_code e) { writable = e; }));
+  io.poll();
+  CHECK_FALSE(received.has_value());
+  CHECK_FALSE(writable.has_value());
+  cancel_receive.emit(asio::cancellation_type::terminal);
+  cancel_writable.emit(asio::cancellation_type::partial);
+  io.poll();
+  REQUIRE(received.has_value());
+  REQUIRE(writable.has_value());
+  CHECK(*received == asio::error::operation_aborted);
+  CHECK(*writable == asio::error::operation_aborted);
+  // Only those two ended: the transport works on.
+  std::optional<std::error_code> got;
+  b.async_receive([&](std::error_code e, frame_batch batch) {
+    got = e;
+    CHECK(batch.size() == 1);
+  });
+  io.restart();
+  io.poll();
+  REQUIRE(got.has_value());
+  CHECK_FALSE(*got);
+  CHECK(a.is_open());
 }

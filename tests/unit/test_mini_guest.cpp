@@ -1,7 +1,10 @@
 #include <netpasst/guest/mini_guest.hpp>
 
 #include <netpasst/testing/memory_transport.hpp>
+#include <netpasst/testing/scripted_passt.hpp>
 
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/cancellation_signal.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/executor_work_guard.hpp>
@@ -32,117 +35,12 @@ const ipv4_address gateway_ip = asio::ip::make_address_v4("192.0.2.1");
 const ipv4_address dns_ip = asio::ip::make_address_v4("192.0.2.53");
 constexpr std::uint16_t echo_port = 7;
 
-// A scripted passt on the other end of a memory transport pair: DHCP server,
-// ARP responder for every address but the guest's, UDP echo on port 7 of the
-// gateway, ICMP echo responder. Knobs make it misbehave.
-struct fake_passt {
-  memory_transport& link;
-  int drop_discovers = 0;     // ignore this many DISCOVERs first
-  bool nak = false;           // answer REQUEST with NAK
-  bool wrong_xid_first = false; // send an OFFER with another xid before the right one
-  bool dhcp = true, arp = true, udp = true, icmp = true;
-  int discovers = 0, requests = 0, arp_requests = 0, udp_datagrams = 0, echo_requests = 0;
-  std::vector<bytes> other_frames{}; // what the responders did not handle (e.g. ARP replies)
-  std::error_code receive_error{};
-
-  void run() {
-    link.async_receive([this](std::error_code ec, frame_batch batch) {
-      if (ec) return void(receive_error = ec);
-      for (frame f : batch) handle(f);
-      run();
-    });
-  }
-
-  void send(std::span<const std::byte> f) {
-    std::error_code ec;
-    REQUIRE(link.try_send(f, ec));
-  }
-
-  void handle(frame f) {
-    const auto eth = packet::parse_ethernet(f);
-    if (eth.ether_type == packet::ethertype_arp) {
-      const auto arp_in = packet::parse_arp(eth.payload);
-      if (arp_in.operation == packet::arp_operation::request && arp && arp_in.target_ip != guest_ip) {
-        ++arp_requests;
-        std::array<std::byte, packet::arp_frame_size> out;
-        send(std::span(out).first(packet::build_arp_frame(
-            out, {packet::arp_operation::reply, passt_mac, arp_in.target_ip, arp_in.sender_mac, arp_in.sender_ip},
-            arp_in.sender_mac)));
-        return;
-      }
-      other_frames.emplace_back(f.begin(), f.end());
-      return;
-    }
-    const auto ip = packet::parse_ipv4(eth.payload);
-    if (ip.protocol == packet::ip_protocol_udp) {
-      const auto udp = packet::parse_udp(ip);
-      if (udp.destination_port == packet::dhcp_server_port) return handle_dhcp(packet::parse_dhcp(udp.payload));
-      if (ip.destination == gateway_ip && udp.destination_port == echo_port) {
-        ++udp_datagrams;
-        bytes out(2000);
-        out.resize(packet::build_udp_frame(out, {passt_mac, eth.source, gateway_ip, ip.source}, echo_port,
-                                           udp.source_port, udp.payload));
-        return send(out);
-      }
-    }
-    if (ip.protocol == packet::ip_protocol_icmp && icmp) {
-      const auto echo = packet::parse_icmp_echo(ip);
-      ++echo_requests;
-      bytes out(2000);
-      out.resize(packet::build_icmp_echo_frame(out, {passt_mac, eth.source, ip.destination, ip.source},
-                                               packet::icmp_type::echo_reply, echo.identifier, echo.sequence,
-                                               echo.payload));
-      return send(out);
-    }
-    other_frames.emplace_back(f.begin(), f.end());
-  }
-
-  void handle_dhcp(const packet::dhcp_message& in) {
-    using type = packet::dhcp_message_type;
-    if (!dhcp) return;
-    if (in.message_type == type::discover && ++discovers <= drop_discovers) return;
-    if (in.message_type == type::request) ++requests;
-    packet::dhcp_message out;
-    out.op = 2;
-    out.xid = in.xid;
-    out.client_mac = in.client_mac;
-    out.yiaddr = guest_ip;
-    out.server_id = gateway_ip;
-    out.subnet_mask = asio::ip::make_address_v4("255.255.255.0");
-    out.routers = {gateway_ip};
-    out.dns_servers = {dns_ip};
-    out.mtu = 65520;
-    out.lease_time = 0xffffffff;
-    out.search_domains = {"a.example", "b.example"};
-    if (in.message_type == type::discover) {
-      out.message_type = type::offer;
-      if (wrong_xid_first) {
-        packet::dhcp_message stray = out;
-        stray.xid = in.xid + 1;
-        send_dhcp(stray);
-      }
-    } else {
-      out.message_type = nak ? type::nak : type::ack;
-    }
-    send_dhcp(out);
-  }
-
-  void send_dhcp(const packet::dhcp_message& m) {
-    bytes out(1500);
-    const std::size_t n = packet::build_dhcp(std::span(out).subspan(packet::udp_frame_overhead), m);
-    REQUIRE(n != 0);
-    out.resize(packet::build_udp_frame(out, {passt_mac, m.client_mac, gateway_ip, guest_ip}, 67, 68,
-                                       std::span(out).subspan(packet::udp_frame_overhead, n)));
-    send(out);
-  }
-};
-
-// io_context + memory pair + fake passt + guest, with short deadlines.
+// io_context + memory pair + scripted passt + guest, with short deadlines.
 struct bench {
   asio::io_context io;
   std::pair<memory_transport, memory_transport> pair = netpasst::testing::make_memory_transport_pair(io);
   memory_transport& guest_end = pair.first;
-  fake_passt passt{pair.second};
+  netpasst::testing::scripted_passt<memory_transport> passt{pair.second};
   mini_guest<memory_transport> guest;
 
   static mini_guest_config quick() {
@@ -152,6 +50,12 @@ struct bench {
     return c;
   }
   explicit bench(const mini_guest_config& config = quick()) : guest(guest_end, config) { passt.run(); }
+
+  /// Sends a frame as passt would.
+  void send(std::span<const std::byte> f) {
+    std::error_code ec;
+    REQUIRE(pair.second.try_send(f, ec));
+  }
 
   template <class Predicate> bool run_until(Predicate done) {
     const auto deadline = std::chrono::steady_clock::now() + 5s;
@@ -198,7 +102,7 @@ std::string as_text(const bytes& b) { return {reinterpret_cast<const char*>(b.da
 
 } // namespace
 
-TEST_CASE("mini_guest: lease; ARP; UDP round trip and ping against a fake passt") {
+TEST_CASE("mini_guest: lease; ARP; UDP round trip and ping against a scripted passt") {
   bench b;
   CHECK_FALSE(b.guest.lease());
   const auto lease = b.dhcp();
@@ -214,8 +118,8 @@ TEST_CASE("mini_guest: lease; ARP; UDP round trip and ping against a fake passt"
   CHECK(lease.value.server_mac == passt_mac);
   REQUIRE(b.guest.lease());
   CHECK(b.guest.lease()->address == guest_ip);
-  CHECK(b.passt.discovers == 1);
-  CHECK(b.passt.requests == 1);
+  CHECK(b.passt.counters().discovers == 1);
+  CHECK(b.passt.counters().requests == 1);
 
   const auto mac = b.arp(gateway_ip);
   REQUIRE_FALSE(mac.ec);
@@ -225,11 +129,11 @@ TEST_CASE("mini_guest: lease; ARP; UDP round trip and ping against a fake passt"
   REQUIRE_FALSE(reply.ec);
   CHECK(as_text(reply.value.payload) == "hello passt");
   CHECK(reply.value.rtt >= std::chrono::steady_clock::duration::zero());
-  CHECK(b.passt.udp_datagrams == 1);
+  CHECK(b.passt.counters().udp_datagrams == 1);
 
   const auto rtt = b.ping();
   REQUIRE_FALSE(rtt.ec);
-  CHECK(b.passt.echo_requests == 1);
+  CHECK(b.passt.counters().echo_requests == 1);
   CHECK(b.guest.counters().frames_sent == 5); // DISCOVER, REQUEST, ARP, UDP, ICMP
   CHECK(b.guest.counters().frames_malformed == 0);
   CHECK_FALSE(b.guest.busy());
@@ -237,16 +141,16 @@ TEST_CASE("mini_guest: lease; ARP; UDP round trip and ping against a fake passt"
 
 TEST_CASE("mini_guest: a dropped DISCOVER is retransmitted") {
   bench b;
-  b.passt.drop_discovers = 2;
+  b.passt.config().drop_discovers = 2;
   const auto lease = b.dhcp();
   REQUIRE_FALSE(lease.ec);
-  CHECK(b.passt.discovers == 3);
+  CHECK(b.passt.counters().discovers == 3);
   CHECK(lease.value.address == guest_ip);
 }
 
 TEST_CASE("mini_guest: NAK ends DHCP with guest_errc::dhcp_nak") {
   bench b;
-  b.passt.nak = true;
+  b.passt.config().nak = true;
   const auto lease = b.dhcp();
   CHECK(lease.ec == guest_errc::dhcp_nak);
   CHECK_FALSE(b.guest.lease());
@@ -254,23 +158,23 @@ TEST_CASE("mini_guest: NAK ends DHCP with guest_errc::dhcp_nak") {
 
 TEST_CASE("mini_guest: an OFFER with the wrong xid is ignored") {
   bench b;
-  b.passt.wrong_xid_first = true;
+  b.passt.config().wrong_xid_first = true;
   const auto lease = b.dhcp();
   REQUIRE_FALSE(lease.ec);
   CHECK(b.guest.counters().frames_ignored >= 1);
-  CHECK(b.passt.requests == 1);
+  CHECK(b.passt.counters().requests == 1);
 }
 
 TEST_CASE("mini_guest: every operation times out with guest_errc::guest_timeout") {
   bench b;
-  b.passt.dhcp = false;
+  b.passt.config().dhcp = false;
   auto lease = b.dhcp();
   CHECK(lease.ec == guest_errc::guest_timeout);
 
-  b.passt.dhcp = true;
+  b.passt.config().dhcp = true;
   lease = b.dhcp();
   REQUIRE_FALSE(lease.ec);
-  b.passt.arp = b.passt.icmp = false;
+  b.passt.config().arp = b.passt.config().icmp = false;
   const auto requests_before = b.guest.counters().frames_sent;
   const auto mac = b.arp(gateway_ip);
   CHECK(mac.ec == guest_errc::guest_timeout);
@@ -295,7 +199,7 @@ TEST_CASE("mini_guest: UDP and ping need an address") {
 
 TEST_CASE("mini_guest: one operation at a time; cancel") {
   bench b;
-  b.passt.arp = false;
+  b.passt.config().arp = false;
   bench::outcome<mac_address> first;
   bench::outcome<std::chrono::steady_clock::duration> second;
   b.guest.async_arp(gateway_ip, [&](std::error_code ec, mac_address m) { first = {true, ec, m}; });
@@ -308,7 +212,7 @@ TEST_CASE("mini_guest: one operation at a time; cancel") {
   REQUIRE(b.run_until([&] { return first.done; }));
   CHECK(first.ec == asio::error::operation_aborted);
   CHECK_FALSE(b.guest.busy());
-  b.passt.arp = true;
+  b.passt.config().arp = true;
   CHECK_FALSE(b.arp(gateway_ip).ec); // usable again
 }
 
@@ -318,22 +222,22 @@ TEST_CASE("mini_guest: answers ARP for its own address; counts malformed frames"
   std::array<std::byte, packet::arp_frame_size> request;
   packet::build_arp_frame(request, {packet::arp_operation::request, passt_mac, gateway_ip, {}, guest_ip},
                           mac_address::broadcast());
-  b.passt.send(request);
+  b.send(request);
   packet::build_arp_frame(request,
                           {packet::arp_operation::request, passt_mac, gateway_ip, {},
                            asio::ip::make_address_v4("192.0.2.99")},
                           mac_address::broadcast());
-  b.passt.send(request); // not ours: no answer
+  b.send(request); // not ours: no answer
   bytes garbage(60, std::byte{0});
   std::memcpy(garbage.data(), b.guest.mac().octets.data(), 6);
   garbage[12] = std::byte{0x08}; // IPv4 with version 0
-  b.passt.send(garbage);
+  b.send(garbage);
   REQUIRE(b.run_until([&] { return b.guest.counters().frames_malformed == 1; }));
-  REQUIRE(b.run_until([&] { return !b.passt.other_frames.empty(); }));
+  REQUIRE(b.run_until([&] { return !b.passt.other_frames().empty(); }));
   b.io.restart();
   b.io.run_for(50ms);
-  REQUIRE(b.passt.other_frames.size() == 1);
-  const auto reply = packet::parse_arp(packet::parse_ethernet(b.passt.other_frames[0]).payload);
+  REQUIRE(b.passt.other_frames().size() == 1);
+  const auto reply = packet::parse_arp(packet::parse_ethernet(b.passt.other_frames()[0]).payload);
   CHECK(reply.operation == packet::arp_operation::reply);
   CHECK(reply.sender_ip == guest_ip);
   CHECK(reply.sender_mac == b.guest.mac());
@@ -343,7 +247,7 @@ TEST_CASE("mini_guest: answers ARP for its own address; counts malformed frames"
 
 TEST_CASE("mini_guest: the transport closing ends the running operation") {
   bench b;
-  b.passt.dhcp = false;
+  b.passt.config().dhcp = false;
   bench::outcome<dhcp_lease> o;
   b.guest.async_dhcp([&](std::error_code ec, dhcp_lease l) { o = {true, ec, std::move(l)}; });
   b.io.poll();
@@ -380,7 +284,7 @@ TEST_CASE("mini_guest: every failure point of a DHCP exchange ends cleanly") {
     auto [guest_end, passt_end] =
         netpasst::testing::make_memory_transport_pair(asio::any_io_executor(io.get_executor()), guest_options,
                                                       asio::any_io_executor(io.get_executor()), {});
-    fake_passt passt{passt_end};
+    netpasst::testing::scripted_passt<memory_transport> passt{passt_end};
     passt.run();
     mini_guest<memory_transport> guest(guest_end, bench::quick());
     bench::outcome<dhcp_lease> o;
@@ -446,3 +350,29 @@ TEST_CASE("mini_guest: use_awaitable; the demo sequence as a coroutine") {
   CHECK(echoed == "coroutine");
 }
 #endif
+
+TEST_CASE("mini_guest: per-operation cancellation through the token's slot; the guest keeps working") {
+  bench b;
+  b.passt.config().dhcp = false;
+  asio::cancellation_signal cancel;
+  std::optional<std::error_code> result;
+  b.guest.async_dhcp(asio::bind_cancellation_slot(cancel.slot(), [&](std::error_code ec, dhcp_lease) { result = ec; }));
+  b.io.poll();
+  cancel.emit(asio::cancellation_type::partial);
+  REQUIRE(b.run_until([&] { return result.has_value(); }));
+  CHECK(*result == asio::error::operation_aborted);
+  CHECK_FALSE(b.guest.busy());
+  b.passt.config().dhcp = true;
+  CHECK_FALSE(b.dhcp().ec);
+}
+
+TEST_CASE("mini_guest: destroying the guest cancels only its own receive") {
+  bench b;
+  std::optional<std::error_code> writable;
+  {
+    mini_guest<memory_transport> other(b.guest_end);
+    other.start();
+    b.io.poll();
+  }
+  REQUIRE_FALSE(b.dhcp().ec);  // the transport and the first guest are unaffected
+}

@@ -25,34 +25,10 @@ using namespace std::chrono_literals;
 using netpasst::errc;
 using netpasst::unique_fd;
 namespace detail = netpasst::detail;
+using netpasst::test::children;
+using netpasst::test::fd_count;
 
 namespace {
-
-std::size_t fd_count() {
-  std::size_t n = 0;
-  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
-  return n;
-}
-
-/// Pids whose parent is this process (zombies included).
-std::vector<pid_t> children() {
-  std::vector<pid_t> result;
-  const std::string self = std::to_string(::getpid());
-  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
-    const std::string name = e.path().filename().string();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream in(e.path() / "stat");
-    std::string line;
-    if (!std::getline(in, line)) continue;
-    const auto close = line.rfind(')');
-    if (close == std::string::npos) continue;
-    std::istringstream rest(line.substr(close + 2));
-    std::string state, ppid;
-    rest >> state >> ppid;
-    if (ppid == self) result.push_back(pid_t(std::stoi(name)));
-  }
-  return result;
-}
 
 /// Checks, at the end of a section, that nothing leaked.
 struct hygiene {
