@@ -5,7 +5,10 @@
 // Declared generically so that the header under test is still included first.
 namespace seam {
 template <class... A> long sendmsg(A... a);
+template <class... A> int sendmmsg(A... a);
 template <class... A> long recv(A... a);
+template <class... A> int setsockopt(A... a);
+template <class... A> int getsockopt(A... a);
 } // namespace seam
 #define NETPASST_STREAM_SYSCALL(name) seam::name
 #include <netpasst/transport/stream.hpp>
@@ -40,6 +43,12 @@ template <class... A> long sendmsg(A... a) {
   ++sendmsg_calls;
   return ::sendmsg(a...);
 }
+template <class... A> int sendmmsg(A... a) {
+  ++sendmsg_calls; // one system call that writes, like sendmsg
+  return ::sendmmsg(a...);
+}
+template <class... A> int setsockopt(A... a) { return ::setsockopt(a...); }
+template <class... A> int getsockopt(A... a) { return ::getsockopt(a...); }
 template <class... A> long recv(A... a) {
   ++recv_calls;
   return ::recv(a...);
