@@ -297,7 +297,7 @@ public:
   /// (after `cancel()`, or a terminal, partial or total cancellation through
   /// the handler's cancellation slot; the transport stays usable and queued
   /// frames are still sent). The handler's associated executor and
-  /// allocator are used.
+  /// allocator are used (see `async_receive` for one exception).
   template <asio::completion_token_for<void(std::error_code)> Token =
                 asio::default_completion_token_t<executor_type>>
   auto async_wait_writable(Token&& token = asio::default_completion_token_t<executor_type>{});
@@ -309,7 +309,12 @@ public:
   /// partial or total cancellation through the handler's cancellation slot
   /// (or `cancel()`) completes a receive still waiting with
   /// `asio::error::operation_aborted`; no byte is consumed and the transport
-  /// stays usable. The handler's associated executor and allocator are used.
+  /// stays usable. The handler's associated executor and allocator are used,
+  /// with one exception: a completion ready at once is posted through the
+  /// transport's executor, and `asio::any_io_executor` does not pass an
+  /// allocator on (Asio 1.22), so that one allocation uses the default
+  /// allocator; `basic_stream_transport<asio::io_context::executor_type>`
+  /// uses the handler's there too.
   template <asio::completion_token_for<void(std::error_code, frame_batch)> Token =
                 asio::default_completion_token_t<executor_type>>
   auto async_receive(Token&& token = asio::default_completion_token_t<executor_type>{});
