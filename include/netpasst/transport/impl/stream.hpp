@@ -73,6 +73,10 @@ public:
     config_.max_batch_frames = std::max<std::size_t>(config_.max_batch_frames, 1);
     config_.flush_threshold_bytes = std::min(config_.flush_threshold_bytes, config_.send_queue_bytes / 2);
     send_ring_ = std::make_unique_for_overwrite<std::byte[]>(config_.send_queue_bytes);
+    if (config_.write_mode == stream_write_mode::every_passt) {
+      sealed_capacity_ = 2 * (config_.send_queue_bytes / (stream_atomic_write_bytes - stream_header_size)) + 4;
+      sealed_ = std::make_unique_for_overwrite<std::uint32_t[]>(sealed_capacity_);
+    }
     receive_buffer_ = std::make_unique_for_overwrite<std::byte[]>(config_.receive_buffer_bytes);
     batch_ = std::make_unique<frame[]>(config_.max_batch_frames);
     descriptor_.assign(fd.get());
@@ -98,7 +102,8 @@ public:
   /// always leaves transport_closed). Pending waits complete with it.
   void fail(std::error_code ec) noexcept {
     if (!error_ || ec == errc::transport_closed) error_ = ec;
-    send_head_ = send_size_ = cut_rest_ = 0;
+    send_head_ = send_size_ = 0;
+    sealed_head_ = sealed_count_ = open_write_ = 0;
     std::error_code ignored;
     descriptor_.close(ignored);
   }
@@ -127,10 +132,13 @@ public:
       std::size_t written = 0;
       if (!write_direct(header, f, written)) return ec = error_, false;
       count_sent(f.size());
-      if (config_.write_mode == stream_write_mode::every_passt && written != 0 && written < record)
-        cut_rest_ = record - written; // the rest starts the next write
       if (written < sizeof header) append({header + written, sizeof header - written});
       append(f.subspan(written < sizeof header ? 0 : written - sizeof header));
+      if (config_.write_mode == stream_write_mode::every_passt && send_size_ != 0) {
+        if (written == 0) plan_record(record);
+        else if (send_size_ <= stream_atomic_write_bytes) open_write_ = send_size_; // the rest starts the next write
+        else seal(send_size_); // only if the kernel cut where it cannot: send it as it is
+      }
       if (send_size_ != 0) arm_write_wait();
       return true;
     }
@@ -147,6 +155,7 @@ public:
       append(f);
     }
     count_sent(f.size());
+    if (config_.write_mode == stream_write_mode::every_passt) plan_record(record);
     if (send_size_ >= config_.flush_threshold_bytes && !write_waiting_)
       flush_and_arm();
     else
@@ -301,15 +310,106 @@ private:
     send_size_ -= bytes;
   }
 
-  /// The length of the record whose header starts at ring offset `at`,
-  /// header included.
-  std::size_t record_size_at(std::size_t at) const noexcept {
-    std::uint32_t length = 0;
-    for (std::size_t i = 0; i < stream_header_size; ++i) {
-      length = length << 8 | std::to_integer<std::uint32_t>(send_ring_[at]);
-      if (++at == config_.send_queue_bytes) at = 0;
+  // --- every_passt: the ring's bytes as writes --------------------------------
+  // The ring holds sealed writes (sizes in sealed_, oldest first), then the
+  // open write that new records join. Each write is at most
+  // stream_atomic_write_bytes and is cut as stream_write_mode's rules 1 and 2
+  // say, so it is planned once, when its records are queued, and the flush
+  // only hands the sizes to sendmmsg. The open write always ends between two
+  // records; a cut record seals its write and its rest starts the next one.
+  // Every sealed write shorter than the limit less a header is followed by a
+  // full one, so sealed_ needs at most 2 entries per write's worth of ring.
+
+  /// Plans a record of `record` bytes just appended to the ring.
+  void plan_record(std::size_t record) noexcept {
+    constexpr std::size_t limit = stream_atomic_write_bytes;
+    for (;;) {
+      const std::size_t room = limit - open_write_;
+      if (record <= room) { // rule 1: it fits in the open write
+        open_write_ += record;
+        return;
+      }
+      // Rule 2: cut it at the end of the open write, past its header and a
+      // frame byte, if the rest fits in one write. An empty write can always
+      // cut it (a record is at most 65539 bytes, less than two writes).
+      if (room > stream_header_size && record - room <= limit) {
+        seal(limit);
+        open_write_ = record - room;
+        return;
+      }
+      seal(open_write_);
+      open_write_ = 0;
     }
-    return stream_header_size + length;
+  }
+
+  void seal(std::size_t bytes) noexcept {
+    std::size_t at = sealed_head_ + sealed_count_++;
+    if (at >= sealed_capacity_) at -= sealed_capacity_;
+    sealed_[at] = std::uint32_t(bytes);
+  }
+
+  /// Appends one write of the ring's bytes [at, at + bytes) to writes_.
+  void plan_write(std::size_t at, std::size_t bytes, std::size_t count) noexcept {
+    const std::size_t first = std::min(bytes, config_.send_queue_bytes - at);
+    iovec* iov = &write_iov_[2 * count];
+    iov[0] = {send_ring_.get() + at, first};
+    iov[1] = {send_ring_.get(), bytes - first};
+    writes_[count] = {};
+    writes_[count].msg_hdr.msg_iov = iov;
+    writes_[count].msg_hdr.msg_iovlen = first < bytes ? 2 : 1;
+    write_sizes_[count] = bytes;
+  }
+
+  /// One sendmmsg (or sendmsg for a single write) of up to
+  /// stream_writes_per_call planned writes from the head of the ring. Sets
+  /// socket_full_ when the socket took fewer than offered. False on a
+  /// connection error.
+  bool write_whole_buffers() {
+    const std::size_t capacity = config_.send_queue_bytes;
+    std::size_t count = 0, at = send_head_;
+    auto add = [&](std::size_t bytes) {
+      plan_write(at, bytes, count++);
+      at += bytes;
+      if (at >= capacity) at -= capacity;
+    };
+    for (std::size_t i = sealed_head_; count < std::min(sealed_count_, stream_writes_per_call); ++i)
+      add(sealed_[i < sealed_capacity_ ? i : i - sealed_capacity_]);
+    const bool with_open = count == sealed_count_ && count < stream_writes_per_call && open_write_ != 0;
+    if (with_open) add(open_write_);
+    if (count == 0) return socket_full_ = send_size_ != 0, true; // nothing planned (never with bytes queued)
+
+    int done = 0;
+    for (;;) { // rule 3: every write is one buffer, so sendmmsg never cuts one
+      if (count == 1) {
+        const ssize_t n = NETPASST_STREAM_SYSCALL(sendmsg)(fd_, &writes_[0].msg_hdr, MSG_NOSIGNAL | MSG_DONTWAIT);
+        done = n >= 0 ? 1 : -1;
+        if (n >= 0) writes_[0].msg_len = unsigned(n);
+      } else {
+        done = NETPASST_STREAM_SYSCALL(sendmmsg)(fd_, writes_.data(), unsigned(count), MSG_NOSIGNAL | MSG_DONTWAIT);
+      }
+      if (done >= 0) break;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return socket_full_ = true, true;
+      if (errno != EINTR) return fail(stream_os_error(errno)), false;
+    }
+    socket_full_ = std::size_t(done) < count;
+    for (std::size_t i = 0; i < std::size_t(done); ++i) {
+      const std::size_t written = writes_[i].msg_len;
+      const bool open = with_open && i + 1 == count;
+      consume(written);
+      if (written == write_sizes_[i]) {
+        if (open) open_write_ = 0;
+        else if (--sealed_count_, ++sealed_head_ == sealed_capacity_) sealed_head_ = 0;
+        continue;
+      }
+      // Only a kernel that broke the facts of stream_write_mode takes part of
+      // a write. If sendmmsg went on after it, the byte stream is broken;
+      // else the rest of that write goes first next time.
+      if (i + 1 < std::size_t(done)) return fail(std::make_error_code(std::errc::protocol_error)), false;
+      if (open) open_write_ -= written;
+      else sealed_[sealed_head_] -= std::uint32_t(written);
+      socket_full_ = true;
+    }
+    return true;
   }
 
   /// Writes one record straight from the caller's memory (the ring is
@@ -340,99 +440,6 @@ private:
       if (errno == EAGAIN || errno == EWOULDBLOCK) return written = 0, true;
       if (errno != EINTR) return fail(stream_os_error(errno)), false;
     }
-  }
-
-  /// Appends one write of the ring's bytes [at, at + bytes) to writes_.
-  void plan_write(std::size_t at, std::size_t bytes, std::size_t rest_after, std::size_t count) noexcept {
-    const std::size_t first = std::min(bytes, config_.send_queue_bytes - at);
-    iovec* iov = &write_iov_[2 * count];
-    iov[0] = {send_ring_.get() + at, first};
-    iov[1] = {send_ring_.get(), bytes - first};
-    writes_[count] = {};
-    writes_[count].msg_hdr.msg_iov = iov;
-    writes_[count].msg_hdr.msg_iovlen = first < bytes ? 2 : 1;
-    write_sizes_[count] = bytes;
-    write_rests_[count] = rest_after;
-  }
-
-  /// One sendmmsg (or sendmsg for a single write) of up to
-  /// stream_writes_per_call writes from the head of the ring, cut by the
-  /// rule of stream_write_mode::every_passt. Sets socket_full_ when the
-  /// socket took fewer writes than offered. False on a connection error.
-  bool write_whole_buffers() {
-    constexpr std::size_t limit = stream_atomic_write_bytes;
-    const std::size_t capacity = config_.send_queue_bytes;
-    std::size_t count = 0, at = send_head_, left = send_size_;
-    // What is left of the record at `at`: the rest a write cut (at most
-    // `limit`, see below), else a whole record.
-    std::size_t record_left = cut_rest_ != 0 ? cut_rest_ : record_size_at(at);
-    while (left != 0 && count < stream_writes_per_call) {
-      std::size_t bytes = 0, rest_after = 0;
-      for (;;) {
-        const std::size_t room = limit - bytes;
-        if (record_left <= room) { // rule 1: the record, or the rest that starts this write, fits
-          bytes += record_left;
-          if (bytes == left) break;
-          std::size_t next = at + bytes;
-          if (next >= capacity) next -= capacity;
-          record_left = record_size_at(next);
-          continue;
-        }
-        // Rule 2: cut this record at the end of the write only with its
-        // header and a frame byte before the cut and no more than one write after it.
-        if (room > stream_header_size && record_left - room <= limit) {
-          bytes += room;
-          rest_after = record_left -= room;
-        }
-        break;
-      }
-      plan_write(at, bytes, rest_after, count++);
-      at += bytes;
-      if (at >= capacity) at -= capacity;
-      left -= bytes;
-    }
-
-    int done = 0;
-    for (;;) { // rule 3: every write is one buffer, so sendmmsg never cuts one
-      if (count == 1) {
-        const ssize_t n = NETPASST_STREAM_SYSCALL(sendmsg)(fd_, &writes_[0].msg_hdr, MSG_NOSIGNAL | MSG_DONTWAIT);
-        done = n >= 0 ? 1 : -1;
-        if (n >= 0) writes_[0].msg_len = unsigned(n);
-      } else {
-        done = NETPASST_STREAM_SYSCALL(sendmmsg)(fd_, writes_.data(), unsigned(count), MSG_NOSIGNAL | MSG_DONTWAIT);
-      }
-      if (done >= 0) break;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return socket_full_ = true, true;
-      if (errno != EINTR) return fail(stream_os_error(errno)), false;
-    }
-    socket_full_ = std::size_t(done) < count;
-    for (int i = 0; i < done; ++i) {
-      const std::size_t written = writes_[std::size_t(i)].msg_len;
-      if (written == write_sizes_[std::size_t(i)]) {
-        consume(written);
-        cut_rest_ = write_rests_[std::size_t(i)];
-        continue;
-      }
-      // Only a kernel that broke the facts of stream_write_mode cuts a write
-      // this short. If sendmmsg went on after it, the byte stream is broken.
-      if (i + 1 < done) return fail(std::make_error_code(std::errc::protocol_error)), false;
-      consume_cut(written);
-      socket_full_ = true;
-    }
-    return true;
-  }
-
-  /// Drops `bytes` from the head of the ring where they end at an arbitrary
-  /// place, and finds the rest of the record they cut.
-  void consume_cut(std::size_t bytes) noexcept {
-    std::size_t record_left = cut_rest_ != 0 ? cut_rest_ : record_size_at(send_head_);
-    while (bytes >= record_left && bytes != 0) {
-      consume(record_left);
-      bytes -= record_left;
-      record_left = send_size_ != 0 ? record_size_at(send_head_) : 0;
-    }
-    consume(bytes);
-    cut_rest_ = send_size_ != 0 && bytes != 0 ? record_left - bytes : 0;
   }
 
   /// One sendmsg; `written` is 0 when the socket is full. False on error.
@@ -479,13 +486,13 @@ private:
   transport_counters counters_;
   std::unique_ptr<std::byte[]> send_ring_;
   std::size_t send_head_ = 0, send_size_ = 0;
-  // every_passt mode: bytes at the head of the ring that are the rest of a
-  // record a write cut (0: the head is a header), and the writes of one call.
-  std::size_t cut_rest_ = 0;
+  // every_passt mode: the writes planned in the ring, and those of one call.
+  std::unique_ptr<std::uint32_t[]> sealed_;
+  std::size_t sealed_capacity_ = 0, sealed_head_ = 0, sealed_count_ = 0, open_write_ = 0;
   bool socket_full_ = false;
   std::array<mmsghdr, stream_writes_per_call> writes_{};
   std::array<iovec, 2 * stream_writes_per_call> write_iov_{};
-  std::array<std::size_t, stream_writes_per_call> write_sizes_{}, write_rests_{};
+  std::array<std::size_t, stream_writes_per_call> write_sizes_{};
   bool flush_posted_ = false, write_waiting_ = false;
   std::unique_ptr<std::byte[]> receive_buffer_;
   std::size_t begin_ = 0, end_ = 0;
