@@ -5,16 +5,26 @@
 // Declared generically so that the header under test is still included first.
 namespace seam {
 template <class... A> long sendmsg(A... a);
+template <class... A> int sendmmsg(A... a);
 template <class... A> long recv(A... a);
+template <class... A> int setsockopt(A... a);
+template <class... A> int getsockopt(A... a);
 } // namespace seam
 #define NETPASST_STREAM_SYSCALL(name) seam::name
 #include <netpasst/transport/stream.hpp>
 
 #include <netpasst/concepts.hpp>
 
+#include <asio/bind_allocator.hpp>
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/bind_executor.hpp>
+#include <asio/cancellation_signal.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/experimental/deferred.hpp>
 #include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
 #include <asio/system_executor.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/use_future.hpp>
@@ -28,6 +38,9 @@ template <class... A> long recv(A... a);
 
 #include <atomic>
 #include <chrono>
+#include <memory>
+#include <optional>
+#include <variant>
 #include <cstring>
 #include <functional>
 #include <future>
@@ -40,6 +53,12 @@ template <class... A> long sendmsg(A... a) {
   ++sendmsg_calls;
   return ::sendmsg(a...);
 }
+template <class... A> int sendmmsg(A... a) {
+  ++sendmsg_calls; // one system call that writes, like sendmsg
+  return ::sendmmsg(a...);
+}
+template <class... A> int setsockopt(A... a) { return ::setsockopt(a...); }
+template <class... A> int getsockopt(A... a) { return ::getsockopt(a...); }
 template <class... A> long recv(A... a) {
   ++recv_calls;
   return ::recv(a...);
@@ -672,3 +691,232 @@ TEST_CASE("sender and receiver on different threads, each with its own io_contex
   receiver.join();
   CHECK(ok);
 }
+
+// --- per-operation cancellation, associated executor and allocator -----------
+
+namespace {
+
+/// Counts what it allocates; the counter is shared by its rebound copies.
+template <class T> struct counting_allocator {
+  using value_type = T;
+  std::size_t* count;
+  explicit counting_allocator(std::size_t* c) : count(c) {}
+  template <class U> counting_allocator(const counting_allocator<U>& other) : count(other.count) {}
+  T* allocate(std::size_t n) {
+    ++*count;
+    return std::allocator<T>().allocate(n);
+  }
+  void deallocate(T* p, std::size_t n) { std::allocator<T>().deallocate(p, n); }
+  template <class U> bool operator==(const counting_allocator<U>& other) const { return count == other.count; }
+  template <class U> bool operator!=(const counting_allocator<U>& other) const { return count != other.count; }
+};
+
+/// Fills the send ring and the socket so that async_wait_writable must wait.
+void fill_until_blocked(asio::io_context& ctx, stream_transport& t) {
+  std::error_code ec;
+  for (int i = 1; t.try_send(make_frame(1514, 0), ec); ++i)
+    if (i % 16 == 0) ctx.poll();
+  REQUIRE(ec == errc::would_block);
+}
+
+} // namespace
+
+TEST_CASE("a cancellation slot ends a pending receive or writable wait with operation_aborted; the transport stays usable") {
+  const auto type = GENERATE(asio::cancellation_type::terminal, asio::cancellation_type::partial,
+                             asio::cancellation_type::total);
+  asio::io_context ctx;
+  auto [ours, theirs] = socket_pair();
+  netpasst::stream_transport_config config;
+  config.send_queue_bytes = 256 << 10;
+  config.socket_buffer_bytes = 128 << 10;
+  stream_transport t(ctx, std::move(ours), config);
+
+  SECTION("async_receive") {
+    asio::cancellation_signal signal;
+    std::optional<std::error_code> result;
+    t.async_receive(asio::bind_cancellation_slot(signal.slot(), [&](std::error_code ec, frame_batch b) {
+      result = ec;
+      CHECK(b.empty());
+    }));
+    ctx.poll();
+    CHECK_FALSE(result);
+    signal.emit(type);
+    run_until(ctx, [&] { return result.has_value(); });
+    CHECK(*result == asio::error::operation_aborted);
+    CHECK(t.is_open());
+    // Nothing was consumed: frames written now are received whole.
+    bytes wire;
+    append_record(wire, make_frame(60, 1));
+    append_record(wire, make_frame(70, 2));
+    write_all(theirs.get(), wire);
+    collector c(t);
+    c.start();
+    run_until(ctx, [&] { return c.frames.size() == 2; });
+    CHECK(c.frames[1] == make_frame(70, 2));
+  }
+  SECTION("async_wait_writable") {
+    fill_until_blocked(ctx, t);
+    asio::cancellation_signal signal;
+    std::optional<std::error_code> result;
+    t.async_wait_writable(asio::bind_cancellation_slot(signal.slot(), [&](std::error_code ec) { result = ec; }));
+    ctx.poll();
+    CHECK_FALSE(result);
+    signal.emit(type);
+    run_until(ctx, [&] { return result.has_value(); });
+    CHECK(*result == asio::error::operation_aborted);
+    CHECK(t.is_open());
+    // The queued frames are still sent, once the peer reads.
+    const std::size_t queued = t.queued_bytes();
+    CHECK(queued > 0);
+    std::vector<std::byte> sink(1 << 20);
+    std::size_t drained = 0;
+    run_until(ctx, [&] {
+      ssize_t n = ::recv(theirs.get(), sink.data(), sink.size(), MSG_DONTWAIT);
+      if (n > 0) drained += std::size_t(n);
+      return t.queued_bytes() == 0;
+    });
+    std::optional<std::error_code> again;
+    t.async_wait_writable([&](std::error_code ec) { again = ec; });
+    run_until(ctx, [&] { return again.has_value(); });
+    CHECK_FALSE(*again);
+  }
+}
+
+TEST_CASE("async_receive and async_wait_writable honour the handler's executor and allocator") {
+  asio::io_context ctx, other;
+  auto [ours, theirs] = socket_pair();
+  stream_transport t(ctx, std::move(ours));
+
+  SECTION("associated executor: the handler runs on its own executor") {
+    bool done = false;
+    t.async_receive(asio::bind_executor(other.get_executor(), [&](std::error_code ec, frame_batch b) {
+      CHECK_FALSE(ec);
+      CHECK(b.size() == 1);
+      CHECK(other.get_executor().running_in_this_thread());
+      done = true;
+    }));
+    bytes wire;
+    append_record(wire, make_frame(60, 1));
+    write_all(theirs.get(), wire);
+    ctx.run_for(200ms); // the transport's side runs here...
+    CHECK_FALSE(done);
+    other.run_for(1s); // ...and the handler only here
+    CHECK(done);
+  }
+  SECTION("associated allocator: a waiting receive allocates through it") {
+    std::size_t allocations = 0;
+    bool done = false;
+    t.async_receive(asio::bind_allocator(counting_allocator<int>(&allocations), [&](std::error_code ec, frame_batch) {
+      CHECK_FALSE(ec);
+      done = true;
+    }));
+    ctx.poll(); // now waiting for the peer
+    CHECK(allocations > 0);
+    bytes wire;
+    append_record(wire, make_frame(60, 1));
+    write_all(theirs.get(), wire);
+    run_until(ctx, [&] { return done; });
+  }
+}
+
+TEST_CASE("with io_context's own executor type, completions posted at once allocate through the handler's allocator too") {
+  // asio::any_io_executor does not carry Asio's allocator property, so a
+  // completion posted through it uses the default allocator.
+  using direct_transport = netpasst::basic_stream_transport<asio::io_context::executor_type>;
+  asio::io_context ctx;
+  auto [ours, theirs] = socket_pair();
+  direct_transport t(ctx, std::move(ours));
+  std::size_t allocations = 0;
+  bool done = false;
+  t.async_wait_writable(asio::bind_allocator(counting_allocator<int>(&allocations), [&](std::error_code ec) {
+    CHECK_FALSE(ec);
+    done = true;
+  }));
+  run_until(ctx, [&] { return done; });
+  CHECK(allocations > 0);
+
+  const std::size_t before = allocations;
+  bytes wire;
+  append_record(wire, make_frame(60, 1));
+  write_all(theirs.get(), wire);
+  done = false;
+  t.async_receive(asio::bind_allocator(counting_allocator<int>(&allocations), [&](std::error_code ec, frame_batch b) {
+    CHECK_FALSE(ec);
+    CHECK(b.size() == 1);
+    done = true;
+  }));
+  run_until(ctx, [&] { return done; });
+  CHECK(allocations > before);
+}
+
+TEST_CASE("deferred and use_future tokens work for both operations") {
+  asio::io_context ctx;
+  auto [ours, theirs] = socket_pair();
+  stream_transport t(ctx, std::move(ours));
+  bytes wire;
+  append_record(wire, make_frame(60, 3));
+  write_all(theirs.get(), wire);
+
+  auto receive = t.async_receive(asio::experimental::deferred);
+  auto writable = t.async_wait_writable(asio::experimental::deferred);
+  std::size_t frames = 0;
+  bool writable_done = false;
+  std::move(receive)([&](std::error_code ec, frame_batch b) {
+    CHECK_FALSE(ec);
+    frames = b.size();
+  });
+  std::move(writable)([&](std::error_code ec) {
+    CHECK_FALSE(ec);
+    writable_done = true;
+  });
+  run_until(ctx, [&] { return frames == 1 && writable_done; });
+
+  std::future<void> future = t.async_wait_writable(asio::use_future);
+  ctx.restart();
+  ctx.run_for(1s);
+  REQUIRE(future.wait_for(1s) == std::future_status::ready);
+  CHECK_NOTHROW(future.get());
+}
+
+#if defined(ASIO_HAS_CO_AWAIT)
+TEST_CASE("receive || timer with use_awaitable: the timer wins when nothing arrives, and the transport stays usable") {
+  using namespace asio::experimental::awaitable_operators;
+  asio::io_context ctx;
+  auto [ours, theirs] = socket_pair();
+  stream_transport t(ctx, std::move(ours));
+  std::optional<std::size_t> winner;
+  std::size_t frames_after = 0;
+  asio::co_spawn(
+      ctx,
+      [&]() -> asio::awaitable<void> {
+        asio::steady_timer timer(ctx, 50ms);
+        auto result = co_await (t.async_receive(asio::use_awaitable) || timer.async_wait(asio::use_awaitable));
+        winner = result.index();
+        // The cancelled receive consumed nothing; the next one gets the frame.
+        bytes wire;
+        append_record(wire, make_frame(60, 4));
+        write_all(theirs.get(), wire);
+        frames_after = (co_await t.async_receive(asio::use_awaitable)).size();
+      },
+      asio::detached);
+  run_until(ctx, [&] { return frames_after != 0; });
+  CHECK(winner == 1u); // the timer
+  CHECK(frames_after == 1);
+
+  // And the receive wins when a frame is there first.
+  std::optional<std::size_t> second;
+  bytes wire;
+  append_record(wire, make_frame(60, 5));
+  write_all(theirs.get(), wire);
+  asio::co_spawn(
+      ctx,
+      [&]() -> asio::awaitable<void> {
+        asio::steady_timer timer(ctx, 10s);
+        auto result = co_await (t.async_receive(asio::use_awaitable) || timer.async_wait(asio::use_awaitable));
+        second = result.index();
+      },
+      asio::detached);
+  run_until(ctx, [&] { return second.has_value(); });
+  CHECK(second == 0u);
+}
+#endif

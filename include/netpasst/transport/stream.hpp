@@ -2,15 +2,19 @@
 /// @file transport/stream.hpp
 /// `netpasst::basic_stream_transport`: the FrameTransport for passt's stream
 /// protocol (QEMU's `-netdev stream`): each frame is a 4-byte big-endian
-/// length, then the raw Ethernet frame, with no virtio-net header.
+/// length, then the raw Ethernet frame, with no virtio-net header. A length
+/// and its frame are called a record below.
 ///
-/// Built for throughput (see REFERENCE.md section 6):
+/// Built for throughput:
 /// - Sending copies each frame behind its length header into one send ring
-///   and writes the ring with one `sendmsg` for many frames. Optionally a
-///   frame of at least `direct_write_bytes` is written straight from the
-///   caller's memory when the ring can be emptied first (no copy).
+///   and writes the ring with few system calls for many frames, cut the way
+///   `config.write_mode` says (see `stream_write_mode`: by default so that
+///   every passt version reads every frame). Optionally a frame of at least
+///   `direct_write_bytes` is written straight from the caller's memory when
+///   the ring can be emptied first (no copy).
 /// - Receiving reads up to the whole receive buffer per `recv` and parses the
 ///   frames in place into a preallocated array of views: the `frame_batch`.
+///   Any split of the incoming stream is accepted.
 /// - Asio is used only to wait for readiness (`async_wait`); all I/O is done
 ///   with non-blocking system calls by the transport itself.
 /// - No heap allocation after construction, and no system call per frame.
@@ -47,8 +51,94 @@
 
 namespace netpasst {
 
-/// Sizes of a stream transport's buffers. Every field has a sensible default.
+/// The most bytes one write carries in `stream_write_mode::every_passt`:
+/// 32 KiB plus 4, less than the smallest buffer Linux cuts a write into
+/// there, so each write is queued as one buffer (see `stream_write_mode`).
+inline constexpr std::size_t stream_atomic_write_bytes = 32772;
+
+/// Bounds of our socket's send buffer (`SO_SNDBUF` as the kernel reports it)
+/// in `stream_write_mode::every_passt`; see there for why.
+inline constexpr std::size_t stream_min_send_buffer_bytes = std::size_t{128} << 10;
+/// See `stream_min_send_buffer_bytes`.
+inline constexpr std::size_t stream_max_send_buffer_bytes = std::size_t{4} << 20;
+
+/// How the transport cuts its outgoing byte stream into writes. It matters
+/// because passt's stream reader before July 2024 (the one Debian 12 ships)
+/// does not accept every split of the stream.
+enum class stream_write_mode {
+  /// The default: a write pattern that passt's reader accepts in every
+  /// version, under any load, batched as much as that reader allows.
+  ///
+  /// Facts it rests on (Linux 3.13 and later, AF_UNIX stream sockets):
+  /// - A write is queued as buffers (skbs) of at most
+  ///   C = min(sk_sndbuf / 2 - 64, 32768 + a page less the skb overhead)
+  ///   bytes, 36544 on x86_64 with 4 KiB pages. Each buffer is queued whole,
+  ///   so a read sees all of it or none of it; a read copies across all the
+  ///   queued buffers up to its size. A read therefore ends at the end of a
+  ///   buffer, unless its size stops it first.
+  /// - A non-blocking write that runs out of send buffer returns after whole
+  ///   buffers, or fails with EAGAIN if not even the first one fits.
+  /// - Only the sender's send buffer bounds the queue: a new buffer is taken
+  ///   while the bytes charged (overhead included) are below sk_sndbuf,
+  ///   which is twice the value given to SO_SNDBUF. The reader's SO_RCVBUF
+  ///   plays no part. So fewer than sk_sndbuf + C bytes are ever queued.
+  /// - `sendmmsg` on a stream socket goes on to the next message after a
+  ///   message that was written only in part; it stops only at an error.
+  ///
+  /// How passt before July 2024 reads: one non-blocking `recv` of at most
+  /// 8323069 bytes; then, while more than 4 bytes are left, it takes a
+  /// length, and if that frame goes past the end of what was read it makes
+  /// ONE blocking `recv` for the rest. If that returns less, every frame of
+  /// this read is dropped and the stream is left inside a frame, where the
+  /// next read takes payload for a length. Four bytes or fewer left at the
+  /// end of a read (a cut header, or a header without a byte of its frame)
+  /// are silently discarded, with the same effect.
+  ///
+  /// So a frame is lost unless every place a read can end is either between
+  /// two records, or inside a frame at least one byte past its header with
+  /// the whole rest of that frame in the next buffer; and the queue must
+  /// never hold more than that first `recv` takes. The transport writes so:
+  /// 1. Every write is at most `stream_atomic_write_bytes` (32772) bytes.
+  ///    By rule 4, C is at least 32768 plus most of a page, so each write is
+  ///    one buffer, queued whole or not at all; reads end only where writes end.
+  /// 2. A write ends between two records, or inside a record only when the
+  ///    header and at least one frame byte come before the end and the rest
+  ///    of the frame is at most one write long; the next write then begins
+  ///    with that rest. passt's blocking `recv` for the rest gets it at once,
+  ///    from that one buffer. A record can always be cut so: it is at most
+  ///    65539 bytes, less than two writes. Writes are filled this way, so
+  ///    nearly all of them are full. They are planned as frames are queued,
+  ///    so a flush only hands their sizes to the kernel.
+  /// 3. Up to 64 writes go out in one `sendmmsg`. Since no write can be
+  ///    taken in part (rule 1), `sendmmsg` takes each whole or stops at the
+  ///    first that does not fit; the next call starts there.
+  /// 4. The send buffer is kept between `stream_min_send_buffer_bytes`
+  ///    (128 KiB: then C is above 32772, which rules 1 and 2 need) and
+  ///    `stream_max_send_buffer_bytes` (4 MiB: then the queue stays far
+  ///    below the 8323069 bytes of passt's first `recv`).
+  /// The cost against unrestricted batching: about 12% more (and smaller)
+  /// buffers, and a reader woken and scheduled once per write rather than
+  /// once per call. `bench_stream` measures it beside the old batching;
+  /// on a busy 2-core machine the default moved 10-20% fewer frames per
+  /// second, and still 9x QEMU's one write per frame at 1514 bytes.
+  every_passt,
+
+  /// Unrestricted batching: the ring goes out in one `sendmsg` of up to
+  /// everything queued, cut wherever the kernel cuts it. Only readers that
+  /// accept any split read it reliably: passt from tag 2024_07_26 on, which
+  /// keeps a partial frame for the next read, or a QEMU-compatible peer.
+  /// UNSAFE with older passt (Debian 12's): under bulk traffic it loses
+  /// frames and desynchronises the stream. The send buffer is not bounded
+  /// in this mode.
+  any_split_passt_2024_07,
+};
+
+/// Sizes of a stream transport's buffers and how it writes. Every field has
+/// a sensible default.
 struct stream_transport_config {
+  /// How writes are cut; see `stream_write_mode`. Keep the default unless
+  /// every passt this transport may talk to is from July 2024 or later.
+  stream_write_mode write_mode = stream_write_mode::every_passt;
   /// Capacity of the send ring, in bytes (4 per frame for the header plus the
   /// frame). `try_send` refuses a frame with `errc::would_block` when it does
   /// not fit. Raised to at least 2 x (4 + 65535) so that a writable transport
@@ -58,10 +148,19 @@ struct stream_transport_config {
   /// 256 KiB to 1 MiB reads many frames per system call. Raised to at
   /// least 2 x (4 + 65535).
   std::size_t receive_buffer_bytes = std::size_t{512} << 10;
-  /// SO_SNDBUF and SO_RCVBUF set on the socket (SO_*BUFFORCE is tried first,
-  /// which needs CAP_NET_ADMIN; otherwise the kernel caps it at
-  /// net.core.[wr]mem_max). 0 leaves the socket's buffers alone.
-  std::size_t socket_buffer_bytes = std::size_t{4} << 20;
+  /// Our end's socket send buffer as the kernel reports it (getsockopt
+  /// SO_SNDBUF), which is twice what setsockopt is given: the transport
+  /// sets half of this with SO_SNDBUFFORCE (which needs CAP_NET_ADMIN) or
+  /// else SO_SNDBUF (capped by net.core.wmem_max), the same for the receive
+  /// buffer, then reads back what the kernel granted; `config()` reports that.
+  /// This transport is the one place that sizes our end of the socket.
+  /// In `every_passt` mode the value is clamped to
+  /// `stream_min_send_buffer_bytes`..`stream_max_send_buffer_bytes`, a
+  /// socket whose buffer is outside that range is resized even when this
+  /// is 0, and a kernel that grants less than the minimum makes the
+  /// constructor fail. 0 otherwise keeps the socket's own sizes. Do not
+  /// change the sizes afterwards through `native_handle()`.
+  std::size_t socket_buffer_bytes = stream_max_send_buffer_bytes;
   /// The most frames one receive hands out; further frames already read wait
   /// in the buffer for the next receive (no system call needed for them).
   std::size_t max_batch_frames = 4096;
@@ -117,8 +216,11 @@ public:
   /// Takes ownership of `fd`, a connected AF_UNIX SOCK_STREAM socket; sets it
   /// non-blocking and sizes its socket buffers per `config`. Allocates the
   /// send ring, receive buffer and frame array (the only allocations).
-  /// @throws std::system_error if `fd` is empty, not a stream socket, or an
-  ///         fcntl/setsockopt call fails (then `fd` is closed).
+  /// @throws std::system_error if `fd` is empty, not a stream socket, an
+  ///         fcntl/setsockopt/getsockopt call fails, or (`every_passt` mode)
+  ///         the kernel grants a send buffer below
+  ///         `stream_min_send_buffer_bytes` (`std::errc::no_buffer_space`,
+  ///         the message names the sizes). Then `fd` is closed.
   basic_stream_transport(const executor_type& executor, unique_fd fd,
                          const stream_transport_config& config = {});
 
@@ -192,9 +294,13 @@ public:
 
   /// Waits until `try_send` would take a frame of any size again, i.e. until
   /// at most half of the send ring is queued, writing the ring as the socket
-  /// allows. Completes at once if that is already so.
+  /// allows. Completes at once if that is already so (never inside this call).
   /// Completion signature: `void(std::error_code)`; errors are connection
-  /// errors, `errc::transport_closed` or `asio::error::operation_aborted`.
+  /// errors, `errc::transport_closed` or `asio::error::operation_aborted`
+  /// (after `cancel()`, or a terminal, partial or total cancellation through
+  /// the handler's cancellation slot; the transport stays usable and queued
+  /// frames are still sent). The handler's associated executor and
+  /// allocator are used (see `async_receive` for one exception).
   template <asio::completion_token_for<void(std::error_code)> Token =
                 asio::default_completion_token_t<executor_type>>
   auto async_wait_writable(Token&& token = asio::default_completion_token_t<executor_type>{});
@@ -202,7 +308,16 @@ public:
   /// Receives at least one frame. Completion signature
   /// `void(std::error_code, frame_batch)`: on success the batch holds 1 to
   /// `max_batch_frames` whole frames (views valid until the next receive);
-  /// on error it is empty. Never completes inside this call.
+  /// on error it is empty. Never completes inside this call. A terminal,
+  /// partial or total cancellation through the handler's cancellation slot
+  /// (or `cancel()`) completes a receive still waiting with
+  /// `asio::error::operation_aborted`; no byte is consumed and the transport
+  /// stays usable. The handler's associated executor and allocator are used,
+  /// with one exception: a completion ready at once is posted through the
+  /// transport's executor, and `asio::any_io_executor` does not pass an
+  /// allocator on (Asio 1.22), so that one allocation uses the default
+  /// allocator; `basic_stream_transport<asio::io_context::executor_type>`
+  /// uses the handler's there too.
   template <asio::completion_token_for<void(std::error_code, frame_batch)> Token =
                 asio::default_completion_token_t<executor_type>>
   auto async_receive(Token&& token = asio::default_completion_token_t<executor_type>{});

@@ -3,6 +3,7 @@
 
 #include <netpasst/transport/stream.hpp>
 
+#include <asio/cancellation_type.hpp>
 #include <asio/compose.hpp>
 #include <asio/error.hpp>
 #include <asio/post.hpp>
@@ -14,14 +15,17 @@
 #include <sys/uio.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <utility>
 
-/// Test seam: how the transport names the system calls that move bytes
-/// (`sendmsg`, `recv`). A test may define it before including the header to
-/// count or fake them, as {fmt} does with FMT_SYSTEM.
+/// Test seam: how the transport names the system calls that move bytes and
+/// size the socket (`sendmsg`, `sendmmsg`, `recv`, and `setsockopt`/
+/// `getsockopt` for the buffer sizes). A test may define it before including
+/// the header to count or fake them, as {fmt} does with FMT_SYSTEM.
 #ifndef NETPASST_STREAM_SYSCALL
 #define NETPASST_STREAM_SYSCALL(name) ::name
 #endif
@@ -30,6 +34,8 @@ namespace netpasst::detail {
 
 inline constexpr std::size_t stream_header_size = 4;
 inline constexpr std::size_t stream_max_record = stream_header_size + max_frame_size;
+/// Writes per sendmmsg in every_passt mode (see stream_write_mode, rule 4).
+inline constexpr std::size_t stream_writes_per_call = 64;
 
 inline std::error_code stream_os_error(int e) {
   if (e == ECONNRESET || e == EPIPE) return errc::connection_closed;
@@ -61,18 +67,16 @@ public:
                               "netpasst: stream transport needs a SOCK_STREAM socket");
     int flags = ::fcntl(fd.get(), F_GETFL);
     if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK) < 0) fail("netpasst: fcntl(O_NONBLOCK)");
-    if (config_.socket_buffer_bytes != 0) {
-      int size = int(std::min<std::size_t>(config_.socket_buffer_bytes, 1u << 30));
-      for (auto [force, plain] : {std::pair{SO_SNDBUFFORCE, SO_SNDBUF}, std::pair{SO_RCVBUFFORCE, SO_RCVBUF}})
-        if (::setsockopt(fd.get(), SOL_SOCKET, force, &size, sizeof size) != 0 &&
-            ::setsockopt(fd.get(), SOL_SOCKET, plain, &size, sizeof size) != 0)
-          fail("netpasst: setsockopt(SO_SNDBUF/SO_RCVBUF)");
-    }
+    size_socket_buffers(fd.get());
     config_.send_queue_bytes = std::max(config_.send_queue_bytes, 2 * stream_max_record);
     config_.receive_buffer_bytes = std::max(config_.receive_buffer_bytes, 2 * stream_max_record);
     config_.max_batch_frames = std::max<std::size_t>(config_.max_batch_frames, 1);
     config_.flush_threshold_bytes = std::min(config_.flush_threshold_bytes, config_.send_queue_bytes / 2);
     send_ring_ = std::make_unique_for_overwrite<std::byte[]>(config_.send_queue_bytes);
+    if (config_.write_mode == stream_write_mode::every_passt) {
+      sealed_capacity_ = 2 * (config_.send_queue_bytes / (stream_atomic_write_bytes - stream_header_size)) + 4;
+      sealed_ = std::make_unique_for_overwrite<std::uint32_t[]>(sealed_capacity_);
+    }
     receive_buffer_ = std::make_unique_for_overwrite<std::byte[]>(config_.receive_buffer_bytes);
     batch_ = std::make_unique<frame[]>(config_.max_batch_frames);
     descriptor_.assign(fd.get());
@@ -99,6 +103,7 @@ public:
   void fail(std::error_code ec) noexcept {
     if (!error_ || ec == errc::transport_closed) error_ = ec;
     send_head_ = send_size_ = 0;
+    sealed_head_ = sealed_count_ = open_write_ = 0;
     std::error_code ignored;
     descriptor_.close(ignored);
   }
@@ -124,12 +129,16 @@ public:
     ec.clear();
     if (config_.direct_write_bytes != 0 && f.size() >= config_.direct_write_bytes && !write_waiting_ &&
         (send_size_ == 0 || (flush_now() && send_size_ == 0))) {
-      iovec iov[2] = {{header, sizeof header}, {const_cast<std::byte*>(f.data()), f.size()}};
       std::size_t written = 0;
-      if (!write(iov, 2, written)) return ec = error_, false;
+      if (!write_direct(header, f, written)) return ec = error_, false;
       count_sent(f.size());
       if (written < sizeof header) append({header + written, sizeof header - written});
       append(f.subspan(written < sizeof header ? 0 : written - sizeof header));
+      if (config_.write_mode == stream_write_mode::every_passt && send_size_ != 0) {
+        if (written == 0) plan_record(record);
+        else if (send_size_ <= stream_atomic_write_bytes) open_write_ = send_size_; // the rest starts the next write
+        else seal(send_size_); // only if the kernel cut where it cannot: send it as it is
+      }
       if (send_size_ != 0) arm_write_wait();
       return true;
     }
@@ -146,6 +155,7 @@ public:
       append(f);
     }
     count_sent(f.size());
+    if (config_.write_mode == stream_write_mode::every_passt) plan_record(record);
     if (send_size_ >= config_.flush_threshold_bytes && !write_waiting_)
       flush_and_arm();
     else
@@ -157,15 +167,19 @@ public:
   /// connection error (then error() says which).
   bool flush_now() {
     if (error_) return false;
-    while (send_size_ != 0) {
-      const std::size_t first = std::min(send_size_, config_.send_queue_bytes - send_head_);
-      iovec iov[2] = {{send_ring_.get() + send_head_, first}, {send_ring_.get(), send_size_ - first}};
-      std::size_t written = 0;
-      if (!write(iov, iov[1].iov_len ? 2 : 1, written)) return false;
-      send_head_ += written;
-      if (send_head_ >= config_.send_queue_bytes) send_head_ -= config_.send_queue_bytes;
-      send_size_ -= written;
-      if (written < first + iov[1].iov_len) break; // the socket is full
+    if (config_.write_mode == stream_write_mode::every_passt) {
+      while (send_size_ != 0)
+        if (!write_whole_buffers()) return false;
+        else if (socket_full_) break;
+    } else {
+      while (send_size_ != 0) {
+        const std::size_t first = std::min(send_size_, config_.send_queue_bytes - send_head_);
+        iovec iov[2] = {{send_ring_.get() + send_head_, first}, {send_ring_.get(), send_size_ - first}};
+        std::size_t written = 0;
+        if (!write(iov, iov[1].iov_len ? 2 : 1, written)) return false;
+        consume(written);
+        if (written < first + iov[1].iov_len) break; // the socket is full
+      }
     }
     if (send_size_ == 0) send_head_ = 0;
     return true;
@@ -233,6 +247,45 @@ public:
   }
 
 private:
+  /// Sets and checks our end's socket buffers (config's `socket_buffer_bytes`,
+  /// and in every_passt mode the bounds of stream_write_mode's rule 5), then
+  /// records what the kernel granted in config_.
+  void size_socket_buffers(int fd) {
+    const bool bounded = config_.write_mode == stream_write_mode::every_passt;
+    std::size_t wanted = config_.socket_buffer_bytes;
+    std::size_t granted = send_buffer_size(fd);
+    if (wanted == 0 && bounded &&
+        (granted < stream_min_send_buffer_bytes || granted > stream_max_send_buffer_bytes))
+      wanted = granted; // the socket's own size is out of bounds: clamp it below
+    if (wanted != 0) {
+      if (bounded) wanted = std::clamp(wanted, stream_min_send_buffer_bytes, stream_max_send_buffer_bytes);
+      // The kernel doubles what it is given; it refuses nothing below INT_MAX / 2.
+      const int half = int(std::min<std::size_t>(wanted / 2, std::size_t{1} << 30));
+      for (auto [force, plain] : {std::pair{SO_SNDBUFFORCE, SO_SNDBUF}, std::pair{SO_RCVBUFFORCE, SO_RCVBUF}})
+        if (NETPASST_STREAM_SYSCALL(setsockopt)(fd, SOL_SOCKET, force, &half, sizeof half) != 0 &&
+            NETPASST_STREAM_SYSCALL(setsockopt)(fd, SOL_SOCKET, plain, &half, sizeof half) != 0)
+          throw std::system_error(errno, std::system_category(), "netpasst: setsockopt(SO_SNDBUF/SO_RCVBUF)");
+      granted = send_buffer_size(fd);
+    }
+    if (bounded && (granted < stream_min_send_buffer_bytes || granted > stream_max_send_buffer_bytes))
+      throw std::system_error(std::make_error_code(std::errc::no_buffer_space),
+                              "netpasst: stream transport: the kernel granted a socket send buffer of " +
+                                  std::to_string(granted) + " bytes, outside the " +
+                                  std::to_string(stream_min_send_buffer_bytes) + ".." +
+                                  std::to_string(stream_max_send_buffer_bytes) +
+                                  " the every_passt write mode needs (raise net.core.wmem_max, or run "
+                                  "with CAP_NET_ADMIN)");
+    config_.socket_buffer_bytes = granted;
+  }
+
+  static std::size_t send_buffer_size(int fd) {
+    int size = 0;
+    socklen_t length = sizeof size;
+    if (NETPASST_STREAM_SYSCALL(getsockopt)(fd, SOL_SOCKET, SO_SNDBUF, &size, &length) != 0)
+      throw std::system_error(errno, std::system_category(), "netpasst: getsockopt(SO_SNDBUF)");
+    return size > 0 ? std::size_t(size) : 0;
+  }
+
   void count_sent(std::size_t bytes) noexcept {
     ++counters_.frames_sent;
     counters_.bytes_sent += bytes;
@@ -248,6 +301,145 @@ private:
     std::memcpy(send_ring_.get() + tail, bytes.data(), first);
     if (first < bytes.size()) std::memcpy(send_ring_.get(), bytes.data() + first, bytes.size() - first);
     send_size_ += bytes.size();
+  }
+
+  /// Drops `bytes` written from the head of the ring.
+  void consume(std::size_t bytes) noexcept {
+    send_head_ += bytes;
+    if (send_head_ >= config_.send_queue_bytes) send_head_ -= config_.send_queue_bytes;
+    send_size_ -= bytes;
+  }
+
+  // --- every_passt: the ring's bytes as writes --------------------------------
+  // The ring holds sealed writes (sizes in sealed_, oldest first), then the
+  // open write that new records join. Each write is at most
+  // stream_atomic_write_bytes and is cut as stream_write_mode's rules 1 and 2
+  // say, so it is planned once, when its records are queued, and the flush
+  // only hands the sizes to sendmmsg. The open write always ends between two
+  // records; a cut record seals its write and its rest starts the next one.
+  // Every sealed write shorter than the limit less a header is followed by a
+  // full one, so sealed_ needs at most 2 entries per write's worth of ring.
+
+  /// Plans a record of `record` bytes just appended to the ring.
+  void plan_record(std::size_t record) noexcept {
+    constexpr std::size_t limit = stream_atomic_write_bytes;
+    for (;;) {
+      const std::size_t room = limit - open_write_;
+      if (record <= room) { // rule 1: it fits in the open write
+        open_write_ += record;
+        return;
+      }
+      // Rule 2: cut it at the end of the open write, past its header and a
+      // frame byte, if the rest fits in one write. An empty write can always
+      // cut it (a record is at most 65539 bytes, less than two writes).
+      if (room > stream_header_size && record - room <= limit) {
+        seal(limit);
+        open_write_ = record - room;
+        return;
+      }
+      seal(open_write_);
+      open_write_ = 0;
+    }
+  }
+
+  void seal(std::size_t bytes) noexcept {
+    std::size_t at = sealed_head_ + sealed_count_++;
+    if (at >= sealed_capacity_) at -= sealed_capacity_;
+    sealed_[at] = std::uint32_t(bytes);
+  }
+
+  /// Appends one write of the ring's bytes [at, at + bytes) to writes_.
+  void plan_write(std::size_t at, std::size_t bytes, std::size_t count) noexcept {
+    const std::size_t first = std::min(bytes, config_.send_queue_bytes - at);
+    iovec* iov = &write_iov_[2 * count];
+    iov[0] = {send_ring_.get() + at, first};
+    iov[1] = {send_ring_.get(), bytes - first};
+    writes_[count] = {};
+    writes_[count].msg_hdr.msg_iov = iov;
+    writes_[count].msg_hdr.msg_iovlen = first < bytes ? 2 : 1;
+    write_sizes_[count] = bytes;
+  }
+
+  /// One sendmmsg (or sendmsg for a single write) of up to
+  /// stream_writes_per_call planned writes from the head of the ring. Sets
+  /// socket_full_ when the socket took fewer than offered. False on a
+  /// connection error.
+  bool write_whole_buffers() {
+    const std::size_t capacity = config_.send_queue_bytes;
+    std::size_t count = 0, at = send_head_;
+    auto add = [&](std::size_t bytes) {
+      plan_write(at, bytes, count++);
+      at += bytes;
+      if (at >= capacity) at -= capacity;
+    };
+    for (std::size_t i = sealed_head_; count < std::min(sealed_count_, stream_writes_per_call); ++i)
+      add(sealed_[i < sealed_capacity_ ? i : i - sealed_capacity_]);
+    const bool with_open = count == sealed_count_ && count < stream_writes_per_call && open_write_ != 0;
+    if (with_open) add(open_write_);
+    if (count == 0) return socket_full_ = send_size_ != 0, true; // nothing planned (never with bytes queued)
+
+    int done = 0;
+    for (;;) { // rule 3: every write is one buffer, so sendmmsg never cuts one
+      if (count == 1) {
+        const ssize_t n = NETPASST_STREAM_SYSCALL(sendmsg)(fd_, &writes_[0].msg_hdr, MSG_NOSIGNAL | MSG_DONTWAIT);
+        done = n >= 0 ? 1 : -1;
+        if (n >= 0) writes_[0].msg_len = unsigned(n);
+      } else {
+        done = NETPASST_STREAM_SYSCALL(sendmmsg)(fd_, writes_.data(), unsigned(count), MSG_NOSIGNAL | MSG_DONTWAIT);
+      }
+      if (done >= 0) break;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return socket_full_ = true, true;
+      if (errno != EINTR) return fail(stream_os_error(errno)), false;
+    }
+    socket_full_ = std::size_t(done) < count;
+    for (std::size_t i = 0; i < std::size_t(done); ++i) {
+      const std::size_t written = writes_[i].msg_len;
+      const bool open = with_open && i + 1 == count;
+      consume(written);
+      if (written == write_sizes_[i]) {
+        if (open) open_write_ = 0;
+        else if (--sealed_count_, ++sealed_head_ == sealed_capacity_) sealed_head_ = 0;
+        continue;
+      }
+      // Only a kernel that broke the facts of stream_write_mode takes part of
+      // a write. If sendmmsg went on after it, the byte stream is broken;
+      // else the rest of that write goes first next time.
+      if (i + 1 < std::size_t(done)) return fail(std::make_error_code(std::errc::protocol_error)), false;
+      if (open) open_write_ -= written;
+      else sealed_[sealed_head_] -= std::uint32_t(written);
+      socket_full_ = true;
+    }
+    return true;
+  }
+
+  /// Writes one record straight from the caller's memory (the ring is
+  /// empty); `written` says how much the socket took. In every_passt mode a
+  /// record longer than one write goes as two writes cut as rule 2 allows:
+  /// its first `stream_atomic_write_bytes` bytes, then the rest (at most as
+  /// long), so only the whole first write can be taken alone.
+  bool write_direct(std::byte* header, frame f, std::size_t& written) {
+    auto* data = const_cast<std::byte*>(f.data());
+    const std::size_t record = stream_header_size + f.size();
+    if (config_.write_mode != stream_write_mode::every_passt || record <= stream_atomic_write_bytes) {
+      iovec iov[2] = {{header, stream_header_size}, {data, f.size()}};
+      return write(iov, 2, written);
+    }
+    const std::size_t first = stream_atomic_write_bytes - stream_header_size;
+    iovec iov[3] = {{header, stream_header_size}, {data, first}, {data + first, f.size() - first}};
+    mmsghdr two[2] = {};
+    two[0].msg_hdr.msg_iov = iov;
+    two[0].msg_hdr.msg_iovlen = 2;
+    two[1].msg_hdr.msg_iov = iov + 2;
+    two[1].msg_hdr.msg_iovlen = 1;
+    for (;;) {
+      const int done = NETPASST_STREAM_SYSCALL(sendmmsg)(fd_, two, 2, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (done >= 0) {
+        written = done == 0 ? 0 : done == 1 ? two[0].msg_len : two[0].msg_len + two[1].msg_len;
+        return true;
+      }
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return written = 0, true;
+      if (errno != EINTR) return fail(stream_os_error(errno)), false;
+    }
   }
 
   /// One sendmsg; `written` is 0 when the socket is full. False on error.
@@ -294,6 +486,13 @@ private:
   transport_counters counters_;
   std::unique_ptr<std::byte[]> send_ring_;
   std::size_t send_head_ = 0, send_size_ = 0;
+  // every_passt mode: the writes planned in the ring, and those of one call.
+  std::unique_ptr<std::uint32_t[]> sealed_;
+  std::size_t sealed_capacity_ = 0, sealed_head_ = 0, sealed_count_ = 0, open_write_ = 0;
+  bool socket_full_ = false;
+  std::array<mmsghdr, stream_writes_per_call> writes_{};
+  std::array<iovec, 2 * stream_writes_per_call> write_iov_{};
+  std::array<std::size_t, stream_writes_per_call> write_sizes_{};
   bool flush_posted_ = false, write_waiting_ = false;
   std::unique_ptr<std::byte[]> receive_buffer_;
   std::size_t begin_ = 0, end_ = 0;
@@ -313,6 +512,8 @@ struct stream_receive_op {
   template <class Self> void operator()(Self& self, std::error_code ec = {}) {
     if (ready) return self.complete(result, state->batch(count));
     if (started && ec) return self.complete(state->error() ? state->error() : ec, frame_batch{});
+    // A wait cancelled through the slot has consumed nothing: every kind of cancellation is safe.
+    if (!started) self.reset_cancellation_state(asio::enable_total_cancellation());
     count = state->receive_some(result);
     if (result == errc::would_block) {
       started = true;
@@ -338,6 +539,8 @@ struct stream_writable_op {
   template <class Self> void operator()(Self& self, std::error_code ec = {}) {
     if (ready) return self.complete(result);
     if (started && ec) return self.complete(state->error() ? state->error() : ec);
+    // Cancelling the wait leaves the queued frames to the transport's own flush.
+    if (!started) self.reset_cancellation_state(asio::enable_total_cancellation());
     if (!state->flush_now()) {
       result = state->error();
     } else if (!state->writable()) {
