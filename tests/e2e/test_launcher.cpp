@@ -209,7 +209,8 @@ TEMPLATE_TEST_CASE("real passt: launched, answers ARP on its socket, terminated 
   REQUIRE(nobody);
   REQUIRE(::stat((dir / "passt.pid").c_str(), &st) == 0);
   CHECK(st.st_uid == nobody->pw_uid);
-  CHECK((st.st_mode & 07777) == 0600);
+  CHECK(st.st_gid == ::getegid());
+  CHECK((st.st_mode & 07777) == 0660);
 
   {
     netpasst::stream_transport t(e.io, p.take_socket());

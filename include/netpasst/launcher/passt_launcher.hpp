@@ -18,8 +18,10 @@
 ///    runs (a VMM that was SIGKILLed) are removed first. When we are root and
 ///    passt will drop to another user (`--runas`, else nobody), the directory
 ///    stays ours (0711, so that user can only reach the pidfile) and the
-///    pidfile is created beforehand, owned by that user: no other file can
-///    appear in the directory, and only passt's user and we can write it.
+///    pidfile is created beforehand, owned by that user and our group, 0660
+///    (passt opens it after dropping privileges in Debian 12's build, before
+///    in newer ones): no other file can appear in the directory, and only
+///    passt's user and we can write the pidfile.
 /// 2. A socketpair; passt's end is sized (`peer_socket_buffer_bytes`).
 /// 3. Spawn `argv --pid DIR/passt.pid --fd 3` (`--foreground` before them in
 ///    foreground mode) with only fds 0-3 open, in a process group of its own.

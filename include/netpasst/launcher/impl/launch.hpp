@@ -12,7 +12,6 @@
 #include <asio/steady_timer.hpp>
 
 #include <fcntl.h>
-#include <grp.h>
 #include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -26,9 +25,10 @@
 namespace netpasst::detail {
 
 /// The user passt will run as when we are root: `--runas`/`-U` if given
-/// (`--runas X`, `--runas=X`, `-U X`, `-UX`), else nobody (passt's own
-/// default). Returns false when it is root or cannot be resolved.
-inline bool passt_user(const std::vector<std::string>& argv, uid_t& uid, gid_t& gid) {
+/// (`--runas X`, `--runas=X`, `-U X`, `-UX`; a user name or uid, optionally
+/// with ":group"), else nobody (passt's own default). Returns false when it
+/// is root or cannot be resolved.
+inline bool passt_user(const std::vector<std::string>& argv, uid_t& uid) {
   if (::geteuid() != 0) return false;
   std::string spec = "nobody";
   for (std::size_t i = 1; i < argv.size(); ++i) {
@@ -37,26 +37,18 @@ inline bool passt_user(const std::vector<std::string>& argv, uid_t& uid, gid_t& 
     else if (a.starts_with("--runas=")) spec = a.substr(8);
     else if (a.starts_with("-U") && a.size() > 2) spec = a.substr(2);
   }
-  const auto colon = spec.find(':');
-  const std::string user = spec.substr(0, colon), group = colon == std::string::npos ? "" : spec.substr(colon + 1);
-  char buffer[4096];
-  auto numeric = [](const std::string& s, unsigned& out) {
-    char* end = nullptr;
-    out = unsigned(std::strtoul(s.c_str(), &end, 10));
-    return !s.empty() && end && *end == '\0';
-  };
-  unsigned u = 0, g = 0;
-  passwd pw{}, *pwr = nullptr;
-  if (numeric(user, u)) g = u;
-  else if (::getpwnam_r(user.c_str(), &pw, buffer, sizeof buffer, &pwr) == 0 && pwr) u = pwr->pw_uid, g = pwr->pw_gid;
-  else return false;
-  if (!group.empty() && !numeric(group, g)) {
-    ::group gr{}, *grr = nullptr;
-    if (::getgrnam_r(group.c_str(), &gr, buffer, sizeof buffer, &grr) != 0 || !grr) return false;
-    g = grr->gr_gid;
+  const std::string user = spec.substr(0, spec.find(':'));
+  char* end = nullptr;
+  const unsigned long numeric = std::strtoul(user.c_str(), &end, 10);
+  if (!user.empty() && end && *end == '\0') {
+    uid = uid_t(numeric);
+  } else {
+    char buffer[4096];
+    passwd pw{}, *found = nullptr;
+    if (::getpwnam_r(user.c_str(), &pw, buffer, sizeof buffer, &found) != 0 || !found) return false;
+    uid = found->pw_uid;
   }
-  uid = u, gid = g;
-  return u != 0;
+  return uid != 0;
 }
 
 /// Field 22 of /proc/PID/stat (start time in clock ticks); empty if none.
@@ -135,8 +127,7 @@ inline std::shared_ptr<process_state> start_passt(const asio::any_io_executor& e
   state->argv0 = argv[0];
 
   uid_t uid = 0;
-  gid_t gid = 0;
-  const bool other_user = passt_user(argv, uid, gid);
+  const bool other_user = passt_user(argv, uid);
   std::filesystem::path parent = config.runtime_directory;
   if (parent.empty()) {
     const char* xdg = std::getenv("XDG_RUNTIME_DIR");
@@ -151,9 +142,12 @@ inline std::shared_ptr<process_state> start_passt(const asio::any_io_executor& e
   state->directory = dir;
   state->pidfile = state->directory / "passt.pid";
   if (other_user) {
+    // Debian 12's passt opens its pidfile after dropping to `uid`; newer ones
+    // open it earlier, still as uid 0 but without CAP_DAC_OVERRIDE: the
+    // file's owner lets the first in, its group (ours) the second.
     unique_fd pidfile(::open(state->pidfile.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
     if (!pidfile) return fail_os("cannot create " + state->pidfile.string());
-    if (::fchown(pidfile.get(), uid, gid) != 0)
+    if (::fchown(pidfile.get(), uid, ::getegid()) != 0 || ::fchmod(pidfile.get(), 0660) != 0)
       return fail_os("cannot hand " + state->pidfile.string() + " to uid " + std::to_string(uid));
     if (::chmod(dir.c_str(), 0711) != 0) return fail_os("chmod " + dir);
   }
