@@ -10,6 +10,7 @@
 #include <netpasst/transport/stream.hpp>
 
 #include "e2e_env.hpp"
+#include "../common/test_support.hpp"
 
 #include <asio/io_context.hpp>
 #include <asio/posix/stream_descriptor.hpp>
@@ -38,97 +39,28 @@ using netpasst::errc;
 using netpasst::frame_batch;
 using netpasst::passt_process;
 using bytes = std::vector<std::byte>;
+using netpasst::test::fd_count;
 
 namespace {
-
-std::size_t fd_count() {
-  std::size_t n = 0;
-  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
-  return n;
-}
-
-/// "R", "S", "Z"...: the state of `pid`, empty when there is no such process.
-std::string state_of(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  std::getline(in, line);
-  const auto paren = line.rfind(')');
-  return paren == std::string::npos || paren + 2 >= line.size() ? std::string{} : line.substr(paren + 2, 1);
-}
-
 /// Exited: no such process, or a zombie (a daemonized passt is re-parented to
 /// a pid 1 that may never reap it).
-bool gone(pid_t pid) {
-  const auto s = state_of(pid);
-  return s.empty() || s == "Z" || s == "X";
-}
+bool gone(pid_t pid) { return !netpasst::test::alive(pid); }
+std::size_t passt_count() { return netpasst::test::processes_in_this_netns("passt").size(); }
+std::size_t child_count() { return netpasst::test::children().size(); }
+} // namespace
 
-/// Live passt processes in this network namespace.
-std::size_t passt_count() {
-  struct stat mine {};
-  ::stat("/proc/self/ns/net", &mine);
-  std::size_t n = 0;
-  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
-    const auto name = e.path().filename().string();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::string comm;
-    std::getline(std::ifstream(e.path() / "comm"), comm);
-    struct stat ns {};
-    if (comm.rfind("passt", 0) == 0 && ::stat((e.path() / "ns/net").c_str(), &ns) == 0 && ns.st_ino == mine.st_ino &&
-        !gone(pid_t(std::stoi(name))))
-      ++n;
-  }
-  return n;
-}
-
-/// Children of this process, zombies included.
-std::size_t child_count() {
-  std::size_t n = 0;
-  const std::string self = std::to_string(::getpid());
-  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
-    const auto name = e.path().filename().string();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::string line;
-    std::getline(std::ifstream(e.path() / "stat"), line);
-    const auto paren = line.rfind(')');
-    if (paren == std::string::npos) continue;
-    std::string state, ppid;
-    std::istringstream(line.substr(paren + 2)) >> state >> ppid;
-    if (ppid == self) ++n;
-  }
-  return n;
-}
-
-constexpr std::array<unsigned char, 6> guest_mac = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
-constexpr std::array<unsigned char, 4> guest_ip = {192, 0, 2, 10};
-constexpr std::array<unsigned char, 4> gateway_ip = {192, 0, 2, 1};
-
-bytes arp_request() {
-  std::vector<unsigned char> f(6, 0xff);
-  f.insert(f.end(), guest_mac.begin(), guest_mac.end());
-  f.insert(f.end(), {0x08, 0x06, 0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, 0x01});
-  f.insert(f.end(), guest_mac.begin(), guest_mac.end());
-  f.insert(f.end(), guest_ip.begin(), guest_ip.end());
-  f.insert(f.end(), 6, 0x00);
-  f.insert(f.end(), gateway_ip.begin(), gateway_ip.end());
-  bytes out(f.size());
-  std::memcpy(out.data(), f.data(), f.size());
-  return out;
-}
+namespace {
 
 /// Sends an ARP request for the gateway and waits (10 s at most) for passt's reply.
 bool gateway_answers(asio::io_context& io, netpasst::stream_transport& t) {
   std::error_code ec;
-  if (!t.try_send(arp_request(), ec)) return false;
+  if (!t.try_send(netpasst::e2e::gateway_arp_request(), ec)) return false;
   bool answered = false, failed = false;
   std::function<void()> loop = [&] {
     t.async_receive([&](std::error_code e, frame_batch batch) {
       if (e) return void(failed = true);
       for (auto f : batch) {
-        const auto* p = reinterpret_cast<const unsigned char*>(f.data());
-        if (f.size() >= 42 && p[12] == 0x08 && p[13] == 0x06 && p[21] == 2 &&
-            std::memcmp(p + 28, gateway_ip.data(), 4) == 0 && std::memcmp(p + 38, guest_ip.data(), 4) == 0)
-          return void(answered = true);
+        if (netpasst::e2e::is_gateway_arp_reply(f)) return void(answered = true);
       }
       loop();
     });

@@ -1,7 +1,7 @@
 // The lifecycle against Debian's real passt, in the private namespace made by
 // e2e_main: a guest's traffic, restarts after SIGKILL, a restart loop that
 // gives up, stop in every state, 50-cycle leak checks, and the QEMU defects
-// of REFERENCE.md section 4 shown not to happen.
+// of QEMU's passt netdev shown not to happen.
 #include <netpasst/lifecycle.hpp>
 
 #include "e2e_env.hpp"
@@ -36,34 +36,12 @@ using netpasst::test::run_until;
 using netpasst::test::write_script;
 
 namespace {
+std::size_t open_fds() { return netpasst::test::fd_count(); }
+/// passt processes in this network namespace (each e2e program has its own).
+std::vector<pid_t> passt_processes() { return netpasst::test::processes_in_this_netns("passt"); }
+} // namespace
 
-std::size_t open_fds() {
-  std::size_t n = 0;
-  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
-  return n;
-}
-
-// passt processes in this network namespace (each e2e program has its own).
-std::vector<pid_t> passt_processes() {
-  struct stat mine {};
-  ::stat("/proc/self/ns/net", &mine);
-  std::vector<pid_t> found;
-  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
-    const auto name = e.path().filename().string();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream comm(e.path() / "comm");
-    std::string c;
-    std::getline(comm, c);
-    struct stat ns {};
-    if (c.rfind("passt", 0) != 0 || ::stat((e.path() / "ns/net").c_str(), &ns) != 0) continue;
-    // A zombie keeps its comm but has no namespace of its own any more.
-    std::ifstream status(e.path() / "stat");
-    std::string pid_s, comm_s, state;
-    status >> pid_s >> comm_s >> state;
-    if (ns.st_ino == mine.st_ino && state != "Z") found.push_back(std::stoi(name));
-  }
-  return found;
-}
+namespace {
 
 // Gone: no such process, or a zombie (a daemonized passt is re-parented to a
 // pid 1 that may never reap it; it has exited all the same).

@@ -30,6 +30,8 @@ template <class... A> int getsockopt(A... a);
 #include <asio/use_future.hpp>
 #include <catch2/catch.hpp>
 
+#include "../common/test_support.hpp"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -152,13 +154,7 @@ bool peer_has_data(int fd) {
   return ::recv(fd, &b, 1, MSG_DONTWAIT | MSG_PEEK) > 0;
 }
 
-std::size_t open_fds() {
-  std::size_t n = 0;
-  DIR* d = ::opendir("/proc/self/fd");
-  while (::readdir(d)) ++n;
-  ::closedir(d);
-  return n;
-}
+std::size_t open_fds() { return netpasst::test::fd_count(); }
 
 // Keeps an async_receive loop going and copies every frame out.
 struct collector {

@@ -24,18 +24,17 @@
 
 namespace netpasst::detail {
 
-/// The user passt will run as when we are root: `--runas`/`-U` if given
-/// (`--runas X`, `--runas=X`, `-U X`, `-UX`; a user name or uid, optionally
-/// with ":group"), else nobody (passt's own default). Returns false when it
-/// is root or cannot be resolved.
+/// The user passt will run as when we are root: `--runas X` or `--runas=X`
+/// (a user name or uid, optionally with ":group"; the argv builder writes
+/// options in full long form), else nobody (passt's own default). Returns
+/// false when it is root or cannot be resolved.
 inline bool passt_user(const std::vector<std::string>& argv, uid_t& uid) {
   if (::geteuid() != 0) return false;
   std::string spec = "nobody";
   for (std::size_t i = 1; i < argv.size(); ++i) {
     const std::string& a = argv[i];
-    if ((a == "--runas" || a == "-U") && i + 1 < argv.size()) spec = argv[++i];
+    if (a == "--runas" && i + 1 < argv.size()) spec = argv[++i];
     else if (a.starts_with("--runas=")) spec = a.substr(8);
-    else if (a.starts_with("-U") && a.size() > 2) spec = a.substr(2);
   }
   const std::string user = spec.substr(0, spec.find(':'));
   char* end = nullptr;
