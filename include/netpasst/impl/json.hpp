@@ -164,7 +164,15 @@ public:
     return true;
   }
   bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) {
-    diagnostics_.push_back({"", "invalid JSON: " + printable(strip_json_exception_prefix(e.what()), 300)});
+    // nlohmann ends with "; last read: '<the token so far>'": keep its start.
+    std::string what = strip_json_exception_prefix(e.what());
+    constexpr std::string_view last_read = "; last read: ";
+    std::string tail;
+    if (auto at = what.find(last_read); at != what.npos) {
+      tail = std::string(last_read) + printable(std::string_view(what).substr(at + last_read.size()), 64);
+      what.resize(at);
+    }
+    diagnostics_.push_back({"", "invalid JSON: " + printable(what, 200) + tail});
     return false;
   }
 

@@ -302,19 +302,23 @@ inline constexpr passt_option passt_options[] = {
 
 /// The entry for `--name`, as getopt_long resolves it: an exact name, else
 /// the one option `name` abbreviates. `ambiguous` lists the candidates when
-/// several match.
+/// several match. Like glibc, which takes an abbreviation of several
+/// entries for the same option (`--sock`: `--socket`, `--socket-path`) as
+/// that option, an abbreviation of reserved options only is the first.
 inline const passt_option* find_long_option(std::string_view name, std::vector<std::string_view>* ambiguous = nullptr) {
   const passt_option* found = nullptr;
   std::size_t matches = 0;
+  bool all_reserved = true;
   for (const auto& o : passt_options) {
     if (o.name == name) return &o;
     if (!name.empty() && o.name.starts_with(name)) {
-      found = &o;
+      if (!found) found = &o;
       ++matches;
+      all_reserved = all_reserved && o.use == param_use::reserved;
       if (ambiguous) ambiguous->push_back(o.name);
     }
   }
-  return matches == 1 ? found : nullptr;
+  return matches == 1 || (matches > 1 && all_reserved) ? found : nullptr;
 }
 
 inline const passt_option* find_short_option(char c) {
@@ -395,7 +399,10 @@ bool parse_param(const std::vector<std::string>& param, Emit&& emit, Problem&& p
         }
         continue;
       }
-      if (refused(i, *o, p)) continue;
+      if (refused(i, *o, p)) {
+        if (o->takes_value && eq == body.npos && i + 1 < param.size()) ++i; // its value
+        continue;
+      }
       if (!o->takes_value) {
         if (eq != body.npos) fail(i, quote(p) + ": --" + std::string(o->name) + " takes no value");
         else emit(i, canonical_args(*o, std::nullopt));
@@ -426,6 +433,7 @@ bool parse_param(const std::vector<std::string>& param, Emit&& emit, Problem&& p
           break;
         }
         if (refused(i, *o, p)) {
+          if (o->takes_value && c + 1 == p.size() && i + 1 < param.size()) ++i; // its value
           cluster_ok = false;
           break;
         }
