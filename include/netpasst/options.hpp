@@ -201,8 +201,8 @@ private:
 /// Checks every value rule and returns one diagnostic per problem (empty:
 /// valid). Pointers name JSON keys; a per-family or list member's item `i`
 /// is "/key/i". Rules:
-/// - every string: no NUL or other control character (exec would cut an
-///   argument at a NUL, and passt wants none of them), at most
+/// - every string: valid UTF-8, no NUL or other control character (exec
+///   would cut an argument at a NUL, and passt wants none of them), at most
 ///   `option_limits::string_bytes`; every list at most
 ///   `option_limits::list_items` items;
 /// - values of keys do not start with '-' (passt's never do; such a value

@@ -392,3 +392,21 @@ TEST_CASE("issue 8: param is parsed as passt's getopt_long parses it") {
     CHECK(d[0].message.find(r.says) != std::string::npos);
   }
 }
+
+TEST_CASE("fuzz finding: strings that are not UTF-8 are refused (to_json could not be written as text)") {
+  // tests/fuzz/corpus/options/regression_invalid_utf8_param: param accepted,
+  // then nlohmann::json::dump threw on the round trip.
+  options o;
+  o.param = {"--tcp-p=22\xff\xff"};
+  CHECK(netpasst::validate(o) ==
+        std::vector<diagnostic>{{"/param/0", "'--tcp-p=22\\xff\\xff' is not valid UTF-8 at offset 10"}});
+  using netpasst::detail::invalid_utf8_offset;
+  CHECK(invalid_utf8_offset("caf\xc3\xa9 \xf0\x9f\x98\x80") == 10);     // well-formed: é, U+1F600
+  CHECK(invalid_utf8_offset("\xc0\xaf") == 0);                             // overlong '/'
+  CHECK(invalid_utf8_offset("a\xed\xa0\x80") == 1);                        // surrogate U+D800
+  CHECK(invalid_utf8_offset("ab\xf4\x90\x80\x80") == 2);                   // past U+10FFFF
+  CHECK(invalid_utf8_offset("abc\xe2\x82") == 3);                          // cut short
+  o.param = {};
+  o.pcap = "/tmp/caf\xc3\xa9.pcap";
+  CHECK(netpasst::validate(o).empty());
+}

@@ -61,11 +61,38 @@ inline std::string quote(std::string_view s, char q = '\'', std::size_t max_byte
   return out;
 }
 
+/// The offset of the first byte of `s` that is not part of well-formed
+/// UTF-8 (no overlong forms, surrogates or code points past U+10FFFF), or
+/// `s.size()` when there is none.
+inline std::size_t invalid_utf8_offset(std::string_view s) {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    std::size_t n;
+    unsigned char lo = 0x80, hi = 0xbf; // range of the second byte
+    if (c < 0x80) n = 1;
+    else if (c >= 0xc2 && c <= 0xdf) n = 2;
+    else if (c >= 0xe0 && c <= 0xef) n = 3, lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
+    else if (c >= 0xf0 && c <= 0xf4) n = 4, lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
+    else return i;
+    if (s.size() - i < n) return i;
+    for (std::size_t k = 1; k < n; ++k) {
+      const auto b = static_cast<unsigned char>(s[i + k]);
+      if (k == 1 ? (b < lo || b > hi) : (b < 0x80 || b > 0xbf)) return i;
+    }
+    i += n;
+  }
+  return i;
+}
+
 /// Why `s` cannot be an option string, or "" when it can: too long, a NUL,
-/// another control character.
+/// another control character, not UTF-8 (JSON, the options' text form,
+/// carries nothing else).
 inline std::string string_problem(std::string_view s) {
   if (s.size() > option_limits::string_bytes)
     return "too long: " + std::to_string(s.size()) + " bytes, at most " + std::to_string(option_limits::string_bytes);
+  if (auto bad = invalid_utf8_offset(s); bad != s.size())
+    return quote(s) + " is not valid UTF-8 at offset " + std::to_string(bad);
   for (std::size_t i = 0; i < s.size(); ++i) {
     const auto c = static_cast<unsigned char>(s[i]);
     if (c == 0)
