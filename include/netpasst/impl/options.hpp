@@ -386,7 +386,8 @@ bool parse_param(const std::vector<std::string>& param, Emit&& emit, Problem&& p
     if (o.use == param_use::reserved)
       fail(i, quote(spelled) + " is reserved (" + names + "): the launcher owns it, it cannot come through param");
     else
-      fail(i, quote(spelled) + " (" + names + ") is for pasta mode only: passt refuses it");
+      fail(i, quote(spelled) + (spelled == "--" + std::string(o.name) ? "" : " (" + names + ")") +
+                  " is for pasta mode only: passt refuses it");
     return true;
   };
   for (std::size_t i = 0; i < param.size(); ++i) {
