@@ -165,7 +165,11 @@ TEST_CASE("issue 8: a failed probe says why") {
     CHECK(e.code() == netpasst::errc::probe_failed);
     CHECK(std::string(e.what()).find("ended with status 3") != std::string::npos);
   }
-  for (auto name : {"plain", "failing", "silent", "chatty"}) ::unlink((base + "/" + name).c_str());
+  // Never finishes: killed at the probe's 5 s deadline.
+  const auto hanging = script("hanging", "#!/bin/sh\nexec sleep 60\n", 0755);
+  CHECK(fails(hanging) == "'" + hanging + "' --help did not finish within 5 s (killed)");
+  CHECK(ec == netpasst::errc::probe_failed);
+  for (auto name : {"plain", "failing", "silent", "chatty", "hanging"}) ::unlink((base + "/" + name).c_str());
   ::rmdir(dir);
 }
 
