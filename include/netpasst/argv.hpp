@@ -11,7 +11,14 @@
 /// neighbours: `--debug`/`--trace`/`--log-file`/`--log-size`/`--pcap`/
 /// `--runas` after `--quiet`, `--hostname` after `--fqdn`, `--no-map-gw`
 /// after `--map-guest-addr`, a second per-family value right after the first.
-/// `param` comes last. Values are separate arguments (`--mtu`, `1500`).
+/// `param` comes last, each option in full long form as passt reads it
+/// (`["--ru", "daemon"]` becomes `--runas daemon`,
+/// `["-dl", "/tmp/log"]` becomes `--debug --log-file /tmp/log`). Values are
+/// separate arguments (`--mtu`, `1500`), except a `param` value that starts
+/// with '-', which is attached (`--pcap=-f`). So every argument after argv[0]
+/// that starts with '-' is an option spelled in full, never a value or an
+/// abbreviation, and a later scan of the argv (the launcher's own, for
+/// `--runas`) reads it as passt does.
 ///
 /// The launcher-owned arguments are never produced here: the launcher appends
 /// them with `append_launcher_arguments`.
@@ -45,7 +52,10 @@ void append_launcher_arguments(std::vector<std::string>& argv, const std::string
 namespace detail {
 /// The arguments one option value produces, with the JSON pointer of that
 /// value ("/key", or "/key/i" for an item of search, tcp-ports, udp-ports,
-/// param). `args.front()` is passt's option (or, for param, the raw item).
+/// param). `args.front()` is passt's option. A param segment holds the
+/// canonical options read from the item it names (a cluster like "-dq" gives
+/// several; a value item joins its option's segment), or the raw item when
+/// it does not parse.
 struct argv_segment {
   std::string pointer;
   std::vector<std::string> args;

@@ -15,10 +15,17 @@
 /// take one string or a list (at most two for per-family keys).
 ///
 /// Reading is strict and collects every problem, not just the first: unknown
-/// keys, wrong types, numbers out of range and every rule of `validate`
-/// (options.hpp), each reported as a `diagnostic` naming the JSON pointer of
-/// the offending value.
+/// keys, a key given twice in one object, wrong types, numbers out of range
+/// and every rule of `validate` (options.hpp), each reported as a
+/// `diagnostic` naming the JSON pointer of the offending value.
+///
+/// Text input is bounded before it costs much: more than
+/// `json_limits::text_bytes` is refused before parsing (a stream is read no
+/// further), and the parse stops at once at nesting deeper than
+/// `json_limits::depth` or at an array of more than
+/// `option_limits::list_items` items.
 
+#include <cstddef>
 #include <iosfwd>
 #include <optional>
 #include <string>
@@ -30,6 +37,15 @@
 #include <netpasst/options.hpp>
 
 namespace netpasst {
+
+/// Bounds of JSON text input, far above any real configuration (one with
+/// every key and full lists of real values takes a few KiB).
+struct json_limits {
+  /// Bytes of JSON text read at most: 1 MiB.
+  static constexpr std::size_t text_bytes = std::size_t(1) << 20;
+  /// Nesting levels at most (an options document needs 3).
+  static constexpr std::size_t depth = 16;
+};
 
 /// Reads options from a parsed JSON value. Returns the options, or nullopt
 /// with at least one diagnostic appended to `diagnostics` (existing entries

@@ -9,6 +9,7 @@
 /// quoted below are passt's. `validate` checks the values, so options built
 /// in C++ get the same scrutiny as options read from JSON.
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -113,9 +114,16 @@ struct options {
   std::vector<std::string> tcp_ports;
   /// `udp-ports` -> one `--udp-ports` per spec, grammar as `tcp_ports`.
   std::vector<std::string> udp_ports;
-  /// `param`: extra arguments appended verbatim after all others. Options the
-  /// launcher owns (`--fd`, `--pid`, `--socket`, `--foreground`, `--help`,
-  /// `--version`, `--print-capabilities`, in any spelling) are refused.
+  /// `param`: extra passt options, appended after all others. They are read
+  /// as passt's getopt_long reads them (`-dq`, `-P5`, `--opt=value`,
+  /// `--opt value`, unambiguous abbreviations such as `--ru`) and must parse
+  /// whole: every option known to passt, every value present. Refused: the
+  /// options the launcher owns (`--fd`, `--pid`, `--socket`, `--socket-path`,
+  /// `--foreground`, `--help`, `--version`, `--print-capabilities`, in any
+  /// spelling), pasta-only options, `--`, words that are not options, unknown
+  /// or ambiguous names. The argv carries each one in full long form
+  /// (`["--ru", "daemon"]` becomes `--runas daemon`; a value starting with
+  /// '-' is attached: `--pcap=-f`), see argv.hpp.
   std::vector<std::string> param;
 
   // --- Beyond QEMU ------------------------------------------------------------
@@ -145,6 +153,17 @@ struct options {
   friend bool operator==(const options&, const options&) = default;
 };
 
+/// Bounds `validate` enforces on every options value, far above any real
+/// configuration; they keep a hostile configuration from costing unbounded
+/// memory or time.
+struct option_limits {
+  /// Bytes in one string (a path, an address, a `param` item...): passt
+  /// itself refuses paths of PATH_MAX (4096) bytes or more.
+  static constexpr std::size_t string_bytes = 4095;
+  /// Items in one list (`tcp-ports`, `udp-ports`, `search`, `dns`, `param`).
+  static constexpr std::size_t list_items = 1024;
+};
+
 /// One problem found in options: where and what.
 struct diagnostic {
   /// JSON pointer (RFC 6901) of the offending value, e.g. "/tcp-ports/1";
@@ -156,9 +175,16 @@ struct diagnostic {
   friend bool operator==(const diagnostic&, const diagnostic&) = default;
 };
 
+/// "<pointer>: <message>" on one line, safe to print: control characters,
+/// quotes, backslashes and non-ASCII bytes of the pointer are escaped (`\n`,
+/// `\x1b`...) and a pointer longer than 200 bytes is cut, with a marker. The
+/// messages netpasst writes quote values the same way (at most 64 bytes of
+/// a value, then "... (N bytes)"), so a value cannot forge a line.
+std::string to_string(const diagnostic& d);
+
 /// Thrown by the throwing forms when options are invalid: `code()` is
-/// `errc::invalid_options`, `what()` lists "<pointer>: <message>" one per line (an empty pointer
-/// is the whole document).
+/// `errc::invalid_options`, `what()` lists the diagnostics one per line as
+/// `to_string` writes them (an empty pointer is the whole document).
 class invalid_options_error : public std::system_error {
 public:
   explicit invalid_options_error(std::vector<diagnostic> diagnostics,
@@ -174,11 +200,21 @@ private:
 
 /// Checks every value rule and returns one diagnostic per problem (empty:
 /// valid). Pointers name JSON keys; a per-family or list member's item `i`
-/// is "/key/i". Rules: mtu 0 or 68..65520; addresses IPv4/IPv6 (at most one
-/// per family); netmask; MAC "xx:xx:xx:xx:xx:xx"; interface names 1..15 bytes
-/// without '/', ':' or blanks; domains; port specs (grammar of passt's
-/// `-t`/`-u`); `none` only alone; reserved `param` options; `ipv4` and `ipv6`
-/// not both false; `quiet` not together with `debug`/`trace`; log-size.
+/// is "/key/i". Rules:
+/// - every string: valid UTF-8, no NUL or other control character (exec
+///   would cut an argument at a NUL, and passt wants none of them), at most
+///   `option_limits::string_bytes`; every list at most
+///   `option_limits::list_items` items;
+/// - values of keys do not start with '-' (passt's never do; such a value
+///   would read as an option), `path` included;
+/// - mtu 0 or 68..65520; addresses IPv4/IPv6 (at most one per family);
+///   netmask; MAC "xx:xx:xx:xx:xx:xx"; interface names 1..15 bytes without
+///   '/', ':' or blanks; domains; port specs (the grammar of Debian 12's
+///   passt `-t`/`-u`: an interface needs an address, as in
+///   `0.0.0.0%eth0/22`; `all` only alone; no target address); `none` only
+///   alone; `ipv4` and `ipv6` not both false; `quiet` not together with
+///   `debug`/`trace`; log-size;
+/// - `param` as described at `options::param`.
 std::vector<diagnostic> validate(const options& o);
 
 } // namespace netpasst

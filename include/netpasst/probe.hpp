@@ -41,12 +41,19 @@ passt_capabilities parse_passt_help(std::string_view help_text);
 /// Errors: `errc::passt_not_found` (cannot be executed), `errc::probe_failed`
 /// (timed out, or printed no option list), OS errors. Blocks the caller.
 passt_capabilities probe_passt(const std::string& binary, std::error_code& ec);
-/// Throwing form: `std::system_error` with the codes above.
+/// As above; on error `failure` says why, on one printable line: the binary
+/// is missing (and where it was looked for), a directory, not executable,
+/// did not finish within 5 s, or ended with status N and printed no option
+/// list (with the end of its stderr, quoted).
+passt_capabilities probe_passt(const std::string& binary, std::error_code& ec, std::string& failure);
+/// Throwing form: `std::system_error` with the codes above, its `what()`
+/// naming the binary and the reason.
 passt_capabilities probe_passt(const std::string& binary);
 
 /// One diagnostic per option the argv of `o` would use that `caps` lacks,
-/// e.g. {"/fqdn", "this passt does not support --fqdn"}; long options given
-/// through `param` are checked too ("/param/i"). Empty: all supported.
+/// e.g. {"/fqdn", "this passt does not support --fqdn"}; the options given
+/// through `param` are checked too, by their full names ("/param/i").
+/// Empty: all supported.
 /// `o` is not validated here (see `validate`).
 std::vector<diagnostic> unsupported_options(const options& o, const passt_capabilities& caps);
 

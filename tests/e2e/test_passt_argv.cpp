@@ -197,3 +197,82 @@ TEST_CASE("the real passt accepts the argv built from sample.json") {
   CHECK(err.find("nrecognized option") == std::string::npos);
   ::unlink(pidfile);
 }
+
+TEST_CASE("issue 8: passt_argv output cannot be forged") {
+  // A newline in a value used to print a separate "--fd 7".
+  for (const char* text : {R"({"pcap": "/tmp/p\n--fd\n7"})", R"({"log-file": "/tmp/l\n--fd\n7"})",
+                           R"({"path": "/usr/bin/passt\n--fd\n7"})", R"({"param": ["--pcap", "/tmp/p\n--fd\n7"]})",
+                           R"({"param": ["--foreground\u0000"]})"}) {
+    INFO(text);
+    temp_config config(text);
+    auto r = run({tool, config.path});
+    CHECK(r.exit_status == 2);
+    CHECK(r.out.empty());
+    auto err = split(r.err);
+    REQUIRE(err.size() == 1);
+    CHECK(err[0].find("control character \\n at offset") + err[0].find("NUL byte") != 2 * std::string::npos);
+  }
+  temp_config config(R"({"pcap": "/tmp/p\n--fd\n7"})");
+  CHECK(split(run({tool, config.path}).err) ==
+        lines{"/pcap: '/tmp/p\\n--fd\\n7' contains the control character \\n at offset 6"});
+}
+
+TEST_CASE("issue 8: passt_argv diagnostics stay short for huge values") {
+  // An 8 MiB value: refused before parsing, one short line.
+  temp_config config(R"({"pcap": ")" + std::string(8 << 20, 'a') + R"("})");
+  auto r = run({tool, config.path});
+  CHECK(r.exit_status == 2);
+  CHECK(r.out.empty());
+  CHECK(split(r.err) == lines{": JSON text of more than 1048576 bytes: at most 1048576"});
+  // Below the text limit but above the string limit: the value is cut.
+  temp_config long_value(R"({"pcap": "/)" + std::string(500'000, 'a') + R"(\u001b"})");
+  r = run({tool, long_value.path});
+  CHECK(r.exit_status == 2);
+  CHECK(split(r.err) == lines{"/pcap: too long: 500002 bytes, at most 4095"});
+  // Invalid JSON (a raw control character) in a long string: nlohmann's
+  // message quotes what it read, cut.
+  temp_config raw(R"({"pcap": "/)" + std::string(500'000, 'a') + "\x1b\n" + R"("})");
+  r = run({tool, raw.path});
+  CHECK(r.exit_status == 2);
+  REQUIRE(split(r.err).size() == 1);
+  CHECK(r.err.size() < 400);
+  CHECK(r.err.find('\x1b') == std::string::npos);
+}
+
+TEST_CASE("issue 8: passt_argv --json and -0 give unambiguous output") {
+  temp_config config(R"({"path": "/opt/my passt/passt", "quiet": false, "param": ["--ru", "daemon", "--pcap", "-x"]})");
+  const lines expected{"/opt/my passt/passt", "--runas", "daemon", "--pcap=-x", "--pid", "/tmp/it's.pid", "--fd", "3"};
+
+  auto r = run({tool, "--pidfile", "/tmp/it's.pid", "--json", config.path});
+  CHECK(r.exit_status == 0);
+  CHECK(nlohmann::json::parse(r.out) == nlohmann::json(expected));
+
+  r = run({tool, "-0", "--pidfile", "/tmp/it's.pid", config.path});
+  CHECK(r.exit_status == 0);
+  lines nul_separated;
+  for (std::size_t start = 0, end; (end = r.out.find('\0', start)) != std::string::npos; start = end + 1)
+    nul_separated.push_back(r.out.substr(start, end - start));
+  CHECK(nul_separated == expected);
+  CHECK(r.out.back() == '\0');
+
+  // The default form quotes what a shell would split, and reads back with sh.
+  r = run({tool, "--pidfile", "/tmp/it's.pid", config.path});
+  CHECK(r.exit_status == 0);
+  CHECK(split(r.out) == lines{"'/opt/my passt/passt'", "--runas", "daemon", "--pcap=-x", "--pid", "'/tmp/it'\\''s.pid'",
+                              "--fd", "3"});
+  temp_config printed(r.out);
+  auto back = run({"/bin/sh", "-c", "eval \"set -- $(tr '\\n' ' ' < \"$0\")\"; printf '%s\\n' \"$@\"", printed.path});
+  CHECK(split(back.out) == expected);
+}
+
+TEST_CASE("issue 8: passt_argv --probe says why it failed") {
+  auto r = run({tool, "--probe", "/nonexistent/passt", sample});
+  CHECK(r.exit_status == 2);
+  CHECK(r.out.empty());
+  CHECK(split(r.err).front() == "passt_argv: cannot probe '/nonexistent/passt': '/nonexistent/passt': No such file or directory");
+  r = run({tool, "--probe", "/tmp", sample});
+  CHECK(split(r.err).front() == "passt_argv: cannot probe '/tmp': '/tmp' is a directory");
+  r = run({tool, "--probe", "/bin/sh", sample});
+  CHECK(split(r.err).front() == "passt_argv: cannot probe '/bin/sh': '/bin/sh' --help ended with status 2 and listed no "
+                                "options; its stderr ends: '/bin/sh: 0: Illegal option --'");
+}

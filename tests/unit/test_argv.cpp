@@ -65,7 +65,7 @@ TEST_CASE("every key's argv") {
       {R"({"ipv4": false, "quiet": false})", {"--ipv6-only"}},
       {R"({"ipv6": false, "quiet": false})", {"--ipv4-only"}},
       {R"({"ipv4": true, "ipv6": true, "quiet": false})", {}},
-      {R"({"param": ["--one-off", "--pcap", "-f"], "quiet": false})", {"--one-off", "--pcap", "-f"}},
+      {R"({"param": ["--one-off", "--pcap", "-f"], "quiet": false})", {"--one-off", "--pcap=-f"}},
       {R"({"hostname": "vm1", "quiet": false})", {"--hostname", "vm1"}},
       {R"({"debug": true})", {"--debug"}},
       {R"({"trace": true})", {"--trace"}},

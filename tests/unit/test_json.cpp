@@ -184,3 +184,104 @@ TEST_CASE("round trip: parse, serialize, parse gives an equal value") {
     CHECK(netpasst::to_json(second) == netpasst::to_json(first));
   }
 }
+
+TEST_CASE("issue 8: NUL and newlines in JSON strings are refused with their pointer") {
+  struct row { const char* text; const char* pointer; };
+  for (const row& r : std::vector<row>{
+           {R"({"param": ["--foreground\u0000"]})", "/param/0"},
+           {R"({"param": ["--fd\u0000", "5"]})", "/param/0"},
+           {R"({"dns": "192.0.2.3\u0000 --fd 7"})", "/dns"},
+           {R"({"address": ["192.0.2.2\u0000"]})", "/address/0"},
+           {R"({"gateway": "192.0.2.1\u0000x"})", "/gateway"},
+           {R"({"netmask": "24\u0000"})", "/netmask"},
+           {R"({"tcp-ports": ["22\u0000"]})", "/tcp-ports/0"},
+           {R"({"pcap": "/tmp/p\n--fd\n7"})", "/pcap"},
+           {R"({"log-file": "/tmp/l\n--fd"})", "/log-file"},
+           {R"({"path": "/usr/bin/passt\n--fd"})", "/path"},
+           {R"({"param": ["--pcap", "/tmp/p\n--fd\n7"]})", "/param/1"},
+           {R"({"udp-ports": [{"str": "53\r"}]})", "/udp-ports/0"},
+       }) {
+    INFO(r.text);
+    auto d = errors_of(json::parse(r.text));
+    REQUIRE(d.size() == 1);
+    CHECK(d[0].pointer == r.pointer);
+    CHECK(d[0].message.find('\n') == std::string::npos);
+    CHECK(d[0].message.find('\0') == std::string::npos);
+  }
+}
+
+TEST_CASE("issue 8: a key given twice is refused, naming the second") {
+  struct row { const char* text; std::vector<std::string> pointers; };
+  for (const row& r : std::vector<row>{
+           {R"({"mtu": 1500, "mtu": 9000})", {"/mtu"}},
+           {R"({"param": ["--debug"], "tcp-ports": ["22"], "param": ["--fd", "5"]})", {"/param"}},
+           {R"({"udp-ports": [{"str": "53", "str": "54"}]})", {"/udp-ports/0/str"}},
+           {R"({"type": "passt", "type": "user", "id": "a", "id": "b"})", {"/type", "/id"}},
+           {R"({"a~/b": 1, "a~/b": 2})", {"/a~0~1b", "/a~0~1b"}}, // duplicate (and unknown)
+           {R"({"dns": "192.0.2.1", "dns": {"x": [1, {"y": 2, "y": 3}]}})", {"/dns", "/dns/x/1/y"}},
+       }) {
+    INFO(r.text);
+    std::vector<diagnostic> d;
+    CHECK_FALSE(netpasst::options_from_json(std::string_view(r.text), d));
+    std::vector<std::string> p;
+    for (auto& x : d) p.push_back(x.pointer);
+    CHECK(p == r.pointers);
+    CHECK(d.front().message.rfind("duplicate key \"", 0) == 0);
+  }
+  // The same keys once each are fine.
+  CHECK(netpasst::options_from_json(R"({"mtu": 1500, "udp-ports": [{"str": "53"}, {"str": "54"}]})").mtu == 1500);
+}
+
+TEST_CASE("issue 8: oversized input is refused early with a clear message") {
+  using limits = netpasst::json_limits;
+  std::vector<diagnostic> d;
+  // More text than the limit: refused before parsing, from a string or a stream.
+  std::string big = R"({"pcap": ")" + std::string(limits::text_bytes, 'a') + R"("})";
+  CHECK_FALSE(netpasst::options_from_json(std::string_view(big), d));
+  REQUIRE(d.size() == 1);
+  CHECK(d[0] == diagnostic{"", "JSON text of " + std::to_string(big.size()) + " bytes: at most 1048576"});
+  d.clear();
+  std::istringstream in(big);
+  CHECK_FALSE(netpasst::options_from_json(in, d));
+  REQUIRE(d.size() == 1);
+  CHECK(d[0] == diagnostic{"", "JSON text of more than 1048576 bytes: at most 1048576"});
+  CHECK(in.tellg() <= std::streampos(limits::text_bytes + 65536)); // read no further
+
+  // Long lists stop the parse at the first item past the limit.
+  std::string list = R"({"param": [)";
+  for (int i = 0; i < 100'000; ++i) list += R"("-d",)";
+  list += R"("-d"]})";
+  d.clear();
+  CHECK_FALSE(netpasst::options_from_json(std::string_view(list), d));
+  CHECK(d == std::vector<diagnostic>{{"/param", "more than 1024 items"}});
+  // ... and a parsed document's lists are refused without reading each item.
+  d.clear();
+  CHECK_FALSE(netpasst::options_from_json(json{{"tcp-ports", json(std::vector<std::string>(5000, "22"))}}, d));
+  CHECK(d == std::vector<diagnostic>{{"/tcp-ports", "5000 items: at most 1024"}});
+
+  // Deep nesting stops the parse.
+  d.clear();
+  CHECK_FALSE(netpasst::options_from_json(std::string(R"({"param": )") + std::string(100'000, '['), d));
+  CHECK(d == std::vector<diagnostic>{{"/param/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0", "nested deeper than 16 levels"}});
+
+  // Many unknown keys: 16 named, the rest counted.
+  json many = json::object();
+  for (int i = 0; i < 1000; ++i) many["k" + std::to_string(i)] = i;
+  CHECK(errors_of(many).size() == 17);
+}
+
+TEST_CASE("issue 8: diagnostics of hostile text stay one bounded line") {
+  std::vector<diagnostic> d;
+  // A syntax error in a long string: nlohmann quotes what it read.
+  std::string text = R"({"pcap": ")" + std::string(500'000, 'x') + "\n";
+  CHECK_FALSE(netpasst::options_from_json(std::string_view(text), d));
+  REQUIRE(d.size() == 1);
+  CHECK(d[0].message.size() < 500);
+  CHECK(d[0].message.find('\n') == std::string::npos);
+  // An unknown key with a newline: the pointer holds it, to_string escapes it.
+  d.clear();
+  CHECK_FALSE(netpasst::options_from_json(R"({"x\n/mtu: forged": 1})", d));
+  REQUIRE(d.size() == 1);
+  CHECK(d[0].pointer == "/x\n~1mtu: forged");
+  CHECK(netpasst::to_string(d[0]) == "/x\\n~1mtu: forged: unknown key \"x\\n/mtu: forged\"");
+}

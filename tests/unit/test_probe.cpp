@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 
 #include <string>
@@ -64,7 +65,9 @@ TEST_CASE("parse_passt_help keeps the option names, not the noise") {
 TEST_CASE("unsupported_options names option and JSON key") {
   auto caps = netpasst::parse_passt_help(debian_help);
   auto o = netpasst::options_from_json(R"({"fqdn": "vm.example", "mtu": 1500, "search": ["a.example", "b.example"],
-      "map-host-loopback": ["192.0.2.2", "::2"], "tcp-ports": ["22"], "param": ["--one", "--frobnicate=1", "--log-file", "--x"]})");
+      "map-host-loopback": ["192.0.2.2", "::2"], "tcp-ports": ["22"]})");
+  // Not validated here: an option unknown to every passt is named as spelled.
+  o.param = {"--one", "--frobnicate=1", "--log-file", "--x"};
   auto d = netpasst::unsupported_options(o, caps);
   CHECK(pointers(d) == std::vector<std::string>{"/fqdn", "/map-host-loopback", "/param/1"});
   REQUIRE(d.size() == 3);
@@ -115,4 +118,68 @@ TEST_CASE("probe failures") {
   CHECK(ec == netpasst::errc::probe_failed);
   CHECK_THROWS_AS(netpasst::probe_passt(path), std::system_error);
   ::unlink(path);
+}
+
+TEST_CASE("issue 8: a failed probe says why") {
+  std::error_code ec;
+  std::string why;
+  auto fails = [&](const std::string& binary) {
+    netpasst::probe_passt(binary, ec, why);
+    INFO(why);
+    CHECK(ec);
+    CHECK(why.find('\n') == std::string::npos);
+    return why;
+  };
+  CHECK(fails("/nonexistent/passt") == "'/nonexistent/passt': No such file or directory");
+  CHECK(ec == netpasst::errc::passt_not_found);
+  CHECK(fails("netpasst-no-such-binary").rfind("'netpasst-no-such-binary' was not found in PATH (", 0) == 0);
+  CHECK(fails("/tmp") == "'/tmp' is a directory");
+
+  char dir[] = "/tmp/netpasst_probe_dir_XXXXXX";
+  REQUIRE(::mkdtemp(dir));
+  const std::string base = dir;
+  auto script = [&](const std::string& name, const std::string& body, mode_t mode) {
+    const std::string path = base + "/" + name;
+    FILE* f = std::fopen(path.c_str(), "w");
+    REQUIRE(f);
+    std::fputs(body.c_str(), f);
+    std::fclose(f);
+    ::chmod(path.c_str(), mode);
+    return path;
+  };
+  // Without any x bit, not even root may execute it.
+  const auto plain = script("plain", "#!/bin/sh\nexit 0\n", 0644);
+  CHECK(fails(plain) == "'" + plain + "' is not executable: Permission denied");
+  const auto failing = script("failing", "#!/bin/sh\necho 'passt: cannot\n\tstart' >&2\nexit 3\n", 0755);
+  CHECK(fails(failing) == "'" + failing + "' --help ended with status 3 and listed no options; its stderr ends: "
+                                           "'passt: cannot\\n\\tstart'");
+  CHECK(ec == netpasst::errc::probe_failed);
+  const auto silent = script("silent", "#!/bin/sh\nexit 0\n", 0755);
+  CHECK(fails(silent) == "'" + silent + "' --help ended with status 0 and listed no options; nothing on stderr");
+  const auto chatty = script("chatty", "#!/bin/sh\nhead -c 100000 /dev/zero | tr '\\0' x >&2\nexit 1\n", 0755);
+  CHECK(fails(chatty).size() < 400);
+  try {
+    (void)netpasst::probe_passt(failing);
+    FAIL("no exception");
+  } catch (const std::system_error& e) {
+    CHECK(e.code() == netpasst::errc::probe_failed);
+    CHECK(std::string(e.what()).find("ended with status 3") != std::string::npos);
+  }
+  // Never finishes: killed at the probe's 5 s deadline.
+  const auto hanging = script("hanging", "#!/bin/sh\nexec sleep 60\n", 0755);
+  CHECK(fails(hanging) == "'" + hanging + "' --help did not finish within 5 s (killed)");
+  CHECK(ec == netpasst::errc::probe_failed);
+  for (auto name : {"plain", "failing", "silent", "chatty", "hanging"}) ::unlink((base + "/" + name).c_str());
+  ::rmdir(dir);
+}
+
+TEST_CASE("issue 8: unsupported_options checks param by full names") {
+  auto caps = netpasst::parse_passt_help(debian_help);
+  netpasst::options o;
+  o.param = {"--ru", "daemon", "-1", "--map-host", "192.0.2.2"};
+  REQUIRE(netpasst::validate(o).empty());
+  // --ru is --runas (listed), -1 is --one-off (listed), --map-host is
+  // --map-host-loopback (not in Debian's list).
+  CHECK(netpasst::unsupported_options(o, caps) ==
+        std::vector<diagnostic>{{"/param/3", "this passt does not support --map-host-loopback"}});
 }

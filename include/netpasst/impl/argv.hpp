@@ -1,6 +1,9 @@
 #pragma once
 // Implementation of argv.hpp. Included at its end.
 
+#include <algorithm>
+#include <iterator>
+
 namespace netpasst {
 
 inline std::vector<detail::argv_segment> detail::argv_segments(const options& o) {
@@ -61,7 +64,25 @@ inline std::vector<detail::argv_segment> detail::argv_segments(const options& o)
   each("search", "--search", o.search, true);
   each("tcp-ports", "--tcp-ports", o.tcp_ports, true);
   each("udp-ports", "--udp-ports", o.udp_ports, true);
-  for (std::size_t i = 0; i < o.param.size(); ++i) s.push_back({"/param/" + std::to_string(i), {o.param[i]}});
+  // param in canonical form; an item that does not parse stays as it is
+  // (validate refuses it, so only unsupported_options sees it).
+  std::vector<bool> parsed(o.param.size(), false);
+  std::vector<argv_segment> params;
+  detail::parse_param(
+      o.param,
+      [&](std::size_t i, std::vector<std::string> args) {
+        parsed[i] = true;
+        params.push_back({"/param/" + std::to_string(i), std::move(args)});
+      },
+      [&](std::size_t i, const std::string&) {
+        if (i >= parsed.size() || parsed[i]) return;
+        parsed[i] = true;
+        params.push_back({"/param/" + std::to_string(i), {o.param[i]}});
+      });
+  std::stable_sort(params.begin(), params.end(), [](const argv_segment& a, const argv_segment& b) {
+    return std::stoul(a.pointer.substr(7)) < std::stoul(b.pointer.substr(7));
+  });
+  s.insert(s.end(), std::make_move_iterator(params.begin()), std::make_move_iterator(params.end()));
   return s;
 }
 

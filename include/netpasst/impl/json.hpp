@@ -3,6 +3,7 @@
 
 #include <climits>
 #include <istream>
+#include <memory>
 #include <set>
 
 namespace netpasst {
@@ -105,6 +106,8 @@ struct field_reader {
                            : form == list_form::per_family ? "a string or a list of up to two strings (one per IP family)"
                                                            : "a string or a list of strings";
     if (!v.is_array()) return wrong(where, expected, v);
+    if (v.size() > option_limits::list_items)
+      return diags.push_back({where, std::to_string(v.size()) + " items: at most " + std::to_string(option_limits::list_items)});
     if (form == list_form::per_family && v.size() > 2)
       return diags.push_back({where, std::string("expected ") + expected + ", got " + std::to_string(v.size()) + " items"});
     std::vector<std::string> items;
@@ -127,16 +130,158 @@ inline std::string strip_json_exception_prefix(std::string what) {
   return what;
 }
 
-template <class Source>
-std::optional<options> options_from_text(Source&& source, std::vector<diagnostic>& diagnostics) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(std::forward<Source>(source));
-  } catch (const nlohmann::json::exception& e) {
-    diagnostics.push_back({"", "invalid JSON: " + strip_json_exception_prefix(e.what())});
+/// nlohmann/json SAX handler that builds the document like `json::parse`
+/// does, but refuses what a strict reader must: a key given twice in one
+/// object (reported, the first value kept), nesting deeper than
+/// `json_limits::depth` and arrays longer than `option_limits::list_items`
+/// (both stop the parse at once, so memory stays bounded).
+class strict_json_reader {
+public:
+  using json = nlohmann::json;
+
+  explicit strict_json_reader(std::vector<diagnostic>& diagnostics) : diagnostics_(diagnostics) {}
+
+  /// The document; valid when `sax_parse` returned true.
+  json& result() { return result_; }
+
+  bool null() { return put(json(nullptr)) != nullptr; }
+  bool boolean(bool v) { return put(json(v)) != nullptr; }
+  bool number_integer(json::number_integer_t v) { return put(json(v)) != nullptr; }
+  bool number_unsigned(json::number_unsigned_t v) { return put(json(v)) != nullptr; }
+  bool number_float(json::number_float_t v, const json::string_t&) { return put(json(v)) != nullptr; }
+  bool string(json::string_t& v) { return put(json(std::move(v))) != nullptr; }
+  bool binary(json::binary_t& v) { return put(json::binary(std::move(v))) != nullptr; }
+  bool start_object(std::size_t) { return open(json::object()); }
+  bool start_array(std::size_t) { return open(json::array()); }
+  bool end_object() { return close(); }
+  bool end_array() { return close(); }
+  bool key(json::string_t& k) {
+    frame& f = stack_.back();
+    f.key = k;
+    f.skip = !f.keys.insert(k).second;
+    if (f.skip)
+      diagnostics_.push_back({f.pointer + "/" + pointer_token(k), "duplicate key " + quote(k, '"') + ": give each key once"});
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) {
+    // nlohmann ends with "; last read: '<the token so far>'": keep its start.
+    std::string what = strip_json_exception_prefix(e.what());
+    constexpr std::string_view last_read = "; last read: ";
+    std::string tail;
+    if (auto at = what.find(last_read); at != what.npos) {
+      tail = std::string(last_read) + printable(std::string_view(what).substr(at + last_read.size()), 64);
+      what.resize(at);
+    }
+    diagnostics_.push_back({"", "invalid JSON: " + printable(what, 200) + tail});
+    return false;
+  }
+
+private:
+  struct frame {
+    json* value;
+    std::string pointer;
+    std::set<std::string> keys; // objects: the keys seen so far
+    std::string key;            // objects: the key of the next value
+    bool skip = false;          // objects: the next value's key was a duplicate
+    std::size_t items = 0;      // arrays: the items so far
+  };
+
+  /// The JSON pointer of the value about to be added.
+  std::string next_pointer() const {
+    if (stack_.empty()) return {};
+    const frame& f = stack_.back();
+    return f.pointer + "/" + (f.value->is_array() ? std::to_string(f.items) : pointer_token(f.key));
+  }
+
+  /// Adds `v` where the parse is; nullptr (and a diagnostic) when a limit is hit.
+  json* put(json v) {
+    if (stack_.empty()) {
+      result_ = std::move(v);
+      return &result_;
+    }
+    frame& f = stack_.back();
+    if (f.value->is_array()) {
+      if (++f.items > option_limits::list_items) {
+        diagnostics_.push_back({f.pointer, "more than " + std::to_string(option_limits::list_items) + " items"});
+        return nullptr;
+      }
+      f.value->push_back(std::move(v));
+      return &f.value->back();
+    }
+    if (f.skip) {
+      scratch_ = std::move(v);
+      return &scratch_;
+    }
+    json& slot = (*f.value)[f.key];
+    slot = std::move(v);
+    return &slot;
+  }
+
+  bool open(json v) {
+    if (stack_.size() >= json_limits::depth) {
+      diagnostics_.push_back({next_pointer(), "nested deeper than " + std::to_string(json_limits::depth) + " levels"});
+      return false;
+    }
+    std::string pointer = next_pointer();
+    json* j = put(std::move(v));
+    if (!j) return false;
+    // A duplicate's container is built in a scratch value of its own.
+    if (j == &scratch_) {
+      scratch_stack_.push_back(std::make_unique<json>(std::move(scratch_)));
+      j = scratch_stack_.back().get();
+    }
+    stack_.push_back(frame{j, std::move(pointer), {}, {}, false, 0});
+    return true;
+  }
+
+  bool close() {
+    if (!scratch_stack_.empty() && stack_.back().value == scratch_stack_.back().get()) scratch_stack_.pop_back();
+    stack_.pop_back();
+    return true;
+  }
+
+  std::vector<diagnostic>& diagnostics_;
+  json result_;
+  json scratch_;
+  std::vector<std::unique_ptr<json>> scratch_stack_;
+  std::vector<frame> stack_;
+};
+
+/// Parses JSON text strictly (see strict_json_reader) and reads options from it.
+inline std::optional<options> options_from_text(std::string_view text, std::vector<diagnostic>& diagnostics) {
+  if (text.size() > json_limits::text_bytes) {
+    diagnostics.push_back({"", "JSON text of " + std::to_string(text.size()) + " bytes: at most " +
+                                   std::to_string(json_limits::text_bytes)});
     return std::nullopt;
   }
-  return options_from_json(j, diagnostics);
+  std::vector<diagnostic> found;
+  strict_json_reader reader(found);
+  const bool parsed = nlohmann::json::sax_parse(text.begin(), text.end(), &reader);
+  if (parsed) {
+    auto o = options_from_json(reader.result(), found);
+    if (o && found.empty()) return o;
+  }
+  diagnostics.insert(diagnostics.end(), found.begin(), found.end());
+  return std::nullopt;
+}
+
+/// Reads at most `json_limits::text_bytes` from `in`, then parses as above.
+inline std::optional<options> options_from_stream(std::istream& in, std::vector<diagnostic>& diagnostics) {
+  std::string text;
+  char buffer[65536];
+  while (in.read(buffer, sizeof buffer) || in.gcount() > 0) {
+    text.append(buffer, std::size_t(in.gcount()));
+    if (text.size() > json_limits::text_bytes) {
+      diagnostics.push_back({"", "JSON text of more than " + std::to_string(json_limits::text_bytes) +
+                                     " bytes: at most " + std::to_string(json_limits::text_bytes)});
+      return std::nullopt;
+    }
+  }
+  if (in.bad()) {
+    diagnostics.push_back({"", "cannot read the JSON text"});
+    return std::nullopt;
+  }
+  return options_from_text(text, diagnostics);
 }
 
 template <class... Source> options options_or_throw(Source&&... source) {
@@ -164,8 +309,12 @@ inline std::optional<options> options_from_json(const nlohmann::json& j, std::ve
   if (auto it = j.find("type"); it != j.end() && *it != "passt")
     found.push_back({"/type", "expected \"passt\" (netdev_add for another backend?)"});
   if (auto it = j.find("id"); it != j.end() && !it->is_string()) reader.wrong("/id", "a string", *it);
-  for (const auto& [key, value] : j.items())
-    if (!known.count(key)) found.push_back({"/" + detail::pointer_token(key), "unknown key \"" + key + "\""});
+  std::size_t unknown = 0;
+  for (const auto& [key, value] : j.items()) {
+    if (known.count(key) || ++unknown > 16) continue;
+    found.push_back({"/" + detail::pointer_token(key), "unknown key " + detail::quote(key, '"')});
+  }
+  if (unknown > 16) found.push_back({"", "and " + std::to_string(unknown - 16) + " more unknown keys"});
   if (found.empty()) {
     found = validate(o);
     // A list member given as one string has no "/key/0": point at "/key".
@@ -183,7 +332,7 @@ inline std::optional<options> options_from_json(std::string_view text, std::vect
   return detail::options_from_text(text, diagnostics);
 }
 inline std::optional<options> options_from_json(std::istream& in, std::vector<diagnostic>& diagnostics) {
-  return detail::options_from_text(in, diagnostics);
+  return detail::options_from_stream(in, diagnostics);
 }
 
 inline options options_from_json(const nlohmann::json& j) { return detail::options_or_throw(j); }

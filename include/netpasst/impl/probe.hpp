@@ -3,9 +3,15 @@
 
 #include <netpasst/detail/spawn.hpp>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
 
 namespace netpasst {
 
@@ -38,30 +44,90 @@ inline passt_capabilities parse_passt_help(std::string_view help_text) {
   return caps;
 }
 
-inline passt_capabilities probe_passt(const std::string& binary, std::error_code& ec) {
+namespace detail {
+
+/// Why `binary` cannot be executed, found the way execvp looks for it.
+inline std::string why_not_executable(const std::string& binary) {
+  std::string path = binary;
+  if (binary.find('/') == binary.npos) {
+    const char* env = std::getenv("PATH");
+    std::string_view dirs = env ? env : "/usr/local/bin:/bin:/usr/bin";
+    path.clear();
+    while (path.empty()) {
+      auto colon = dirs.find(':');
+      std::string dir(dirs.substr(0, colon));
+      std::string candidate = (dir.empty() ? std::string(".") : dir) + "/" + binary;
+      if (::access(candidate.c_str(), F_OK) == 0) path = candidate;
+      if (colon == dirs.npos) break;
+      dirs.remove_prefix(colon + 1);
+    }
+    if (path.empty()) return quote(binary) + " was not found in PATH (" + printable(env ? env : "", 200) + ")";
+  }
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return quote(path) + ": " + std::strerror(errno);
+  if (S_ISDIR(st.st_mode)) return quote(path) + " is a directory";
+  if (!S_ISREG(st.st_mode)) return quote(path) + " is not a regular file";
+  if (::access(path.c_str(), X_OK) != 0) return quote(path) + " is not executable: " + std::strerror(errno);
+  return quote(path) + " could not be executed (not a program this system runs?)";
+}
+
+/// The end of a program's stderr, quoted, for a failure message.
+inline std::string stderr_tail(const std::string& err) {
+  std::string_view tail = err;
+  while (!tail.empty() && (tail.back() == '\n' || tail.back() == ' ')) tail.remove_suffix(1);
+  if (tail.empty()) return "nothing on stderr";
+  if (tail.size() > 200) tail = tail.substr(tail.size() - 200);
+  return "its stderr ends: " + quote(tail, '\'', 200);
+}
+
+} // namespace detail
+
+inline passt_capabilities probe_passt(const std::string& binary, std::error_code& ec, std::string& failure) {
+  failure.clear();
   auto run = detail::run_and_capture({binary, "--help"}, std::chrono::seconds(5), ec);
-  if (ec == errc::start_timeout) ec = errc::probe_failed;
-  if (ec) return {};
+  if (ec == errc::passt_not_found) {
+    failure = detail::why_not_executable(binary);
+    return {};
+  }
+  if (ec == errc::start_timeout) {
+    ec = errc::probe_failed;
+    failure = detail::quote(binary) + " --help did not finish within 5 s (killed)";
+    return {};
+  }
+  if (ec) {
+    failure = "running " + detail::quote(binary) + " --help: " + ec.message();
+    return {};
+  }
   auto caps = parse_passt_help(run.err + "\n" + run.out);
-  if (caps.long_options.empty()) ec = errc::probe_failed;
+  if (caps.long_options.empty()) {
+    ec = errc::probe_failed;
+    failure = detail::quote(binary) + " --help ended with status " + std::to_string(run.exit_status) +
+              " and listed no options; " + detail::stderr_tail(run.err);
+  }
   return caps;
+}
+
+inline passt_capabilities probe_passt(const std::string& binary, std::error_code& ec) {
+  std::string failure;
+  return probe_passt(binary, ec, failure);
 }
 
 inline passt_capabilities probe_passt(const std::string& binary) {
   std::error_code ec;
-  auto caps = probe_passt(binary, ec);
-  if (ec) throw std::system_error(ec, "probing " + binary + " --help");
+  std::string failure;
+  auto caps = probe_passt(binary, ec, failure);
+  if (ec) throw std::system_error(ec, "probing " + detail::quote(binary) + ": " + failure);
   return caps;
 }
 
 inline std::vector<diagnostic> unsupported_options(const options& o, const passt_capabilities& caps) {
   std::vector<diagnostic> out;
   auto report = [&](std::string pointer, const std::string& option) {
-    diagnostic d{std::move(pointer), "this passt does not support " + option};
+    diagnostic d{std::move(pointer), "this passt does not support " + detail::printable(option, 64)};
     if (std::find(out.begin(), out.end(), d) == out.end()) out.push_back(std::move(d));
   };
-  bool value_next = false;
   for (auto& segment : detail::argv_segments(o)) {
+    if (segment.args.empty()) continue;
     const std::string& first = segment.args.front();
     if (!segment.pointer.starts_with("/param/")) {
       // One diagnostic per key, even for several values ("/search/1" -> "/search").
@@ -69,15 +135,14 @@ inline std::vector<diagnostic> unsupported_options(const options& o, const passt
       if (!caps.supports(first)) report(key, first);
       continue;
     }
-    // param: long options (getopt accepts unambiguous abbreviations), skipping values.
-    if (std::exchange(value_next, false) || !first.starts_with("--") || first == "--") continue;
-    std::string name = first.substr(0, first.find('='));
-    bool known = std::any_of(caps.long_options.begin(), caps.long_options.end(),
-                             [&](const std::string& l) { return l.starts_with(name); });
-    if (!known) report(segment.pointer, name);
-    value_next = first.find('=') == first.npos &&
-                 std::find(detail::options_with_argument.begin(), detail::options_with_argument.end(),
-                           std::string_view(name).substr(2)) != detail::options_with_argument.end();
+    // param: options in full long form ("--name" or "--name=value"); values
+    // never start with '-'. An item that did not parse is checked by the
+    // name it spells.
+    for (const auto& arg : segment.args) {
+      if (!arg.starts_with("--") || arg == "--") continue;
+      std::string name = arg.substr(0, arg.find('='));
+      if (!caps.supports(name)) report(segment.pointer, name);
+    }
   }
   return out;
 }
