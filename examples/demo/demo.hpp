@@ -1,4 +1,7 @@
 #pragma once
+// GCC 12 misreads Asio's coroutine frame allocator here (-Wmismatched-new-delete).
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+
 // The generic part of netpasst_demo: a tiny guest run over any lifecycle
 // whose session moves frames. main.cpp picks the launcher; the unit tests
 // instantiate the same code with archetypes (tests/unit/test_concepts.cpp).

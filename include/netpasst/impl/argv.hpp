@@ -1,6 +1,8 @@
 #pragma once
 // Implementation of argv.hpp. Included at its end.
 
+#include <netpasst/argv.hpp>
+
 #include <algorithm>
 #include <iterator>
 

@@ -1,6 +1,8 @@
 #pragma once
 // Implementation of json.hpp. Included at its end.
 
+#include <netpasst/json.hpp>
+
 #include <climits>
 #include <istream>
 #include <memory>

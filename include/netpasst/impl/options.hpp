@@ -1,6 +1,8 @@
 #pragma once
 // Implementation of options.hpp: the value rules. Included at its end.
 
+#include <netpasst/options.hpp>
+
 #include <arpa/inet.h>
 
 #include <algorithm>

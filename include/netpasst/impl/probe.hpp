@@ -1,6 +1,8 @@
 #pragma once
 // Implementation of probe.hpp. Included at its end.
 
+#include <netpasst/probe.hpp>
+
 #include <netpasst/detail/spawn.hpp>
 
 #include <sys/stat.h>
