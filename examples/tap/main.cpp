@@ -20,7 +20,9 @@
 // `shutdown` and a final `exit` with the counters of both sides of the
 // bridge. SIGINT or SIGTERM stop everything and remove what was created
 // (passt, the tap, the resolv.conf, the namespace if it was created here);
-// so does a failure. Exit status: 0 after a signal, 1 after a failure, 2
+// so does a failure. After a SIGKILL of this program the tap still goes
+// (with its descriptor) and passt exits (its socket closes), but a namespace
+// created here stays. Exit status: 0 after a signal, 1 after a failure, 2
 // for bad arguments or options.
 
 #include "guest_port.hpp"
