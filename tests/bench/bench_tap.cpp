@@ -1,0 +1,330 @@
+// TCP throughput between a host and a guest network namespace, both ways,
+// through netpasst_tap (tap -> bridge -> lifecycle -> passt) with default
+// settings, beside pasta (passt's own tap mode) on the same machine, in one
+// run. Rounds are interleaved (netpasst then pasta, each direction in turn)
+// so that noise from other load hits both alike; medians are reported.
+//
+//   guest->host  iperf3 client in the namespace, server on the host's
+//                127.0.0.1, reached through the gateway address (passt and
+//                pasta map it to the host's loopback)
+//   host->guest  iperf3 client on the host, server in the namespace, reached
+//                through a forwarded port: once to 127.0.0.1 (pasta splices
+//                such connections from socket to socket inside the namespace,
+//                without its tap: not a tap path) and once to the host's
+//                address 192.0.2.10 (both through their taps)
+//
+// Targets (issue 6): guest->host >= host->guest through netpasst, and
+// netpasst >= 1x pasta in each direction. Also printed: TCP retransmissions
+// seen by the sender, the tap's dropped counts and the bridge's counters
+// (frames refused by passt's stream, waits), and the machine's load, since
+// 2-core machines shared with other work give noisy figures.
+//
+// Runs as root, in a private network namespace (and mount namespace) shaped
+// like the e2e tests' host: template interface np0 192.0.2.10/24, gateway
+// 192.0.2.1; nothing outside it is touched.
+//
+// Usage: bench_tap [--quick] [--rounds N] [--seconds S] [--passt PATH]
+//                  [--pasta PATH] [--runas-root]
+//   --runas-root  passes runas 0 to passt (an upstream passt needs it to
+//                 write its pidfile when started as root)
+#include <nlohmann/json.hpp>
+
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#ifndef NETPASST_TAP
+#error "NETPASST_TAP (the netpasst_tap binary) must be defined by the build"
+#endif
+
+extern char** environ;
+
+namespace {
+
+using namespace std::chrono_literals;
+using json = nlohmann::json;
+
+bool sh(const std::string& command) { return std::system((command + " >/dev/null 2>&1").c_str()) == 0; }
+
+std::string capture(const std::string& command) {
+  std::string out;
+  if (FILE* pipe = ::popen(command.c_str(), "r")) {
+    char buffer[4096];
+    while (std::size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) out.append(buffer, n);
+    ::pclose(pipe);
+  }
+  return out;
+}
+
+/// The private host: network and mount namespaces with the template interface.
+bool enter_private_host() {
+  if (::unshare(CLONE_NEWNET | CLONE_NEWNS) != 0 || ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) {
+    std::perror("bench_tap: private namespaces");
+    return false;
+  }
+  ::mkdir("/run/netns", 0755);
+  if (::mount("bench_tap", "/run/netns", "tmpfs", 0, "mode=0755") != 0) return false;
+  struct stat st {};
+  if (::stat("/etc/netns", &st) == 0) ::mount("bench_tap", "/etc/netns", "tmpfs", 0, "mode=0755");
+  for (const char* command :
+       {"ip link set lo up", "ip link add np0 type veth peer name np0peer", "ip link set np0peer up",
+        "ip addr add 192.0.2.10/24 dev np0", "ip link set np0 up", "ip route add default via 192.0.2.1 dev np0",
+        "ip addr add 192.0.2.1/32 dev np0peer"})
+    if (!sh(command)) {
+      std::fprintf(stderr, "bench_tap: '%s' failed\n", command);
+      return false;
+    }
+  return true;
+}
+
+/// A background process, killed and reaped at the end.
+class process {
+public:
+  explicit process(const std::vector<std::string>& argv, const std::string& out = "/dev/null") {
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    if (::posix_spawnp(&pid_, args[0], &actions, nullptr, args.data(), environ) != 0) pid_ = -1;
+    posix_spawn_file_actions_destroy(&actions);
+  }
+  process(const process&) = delete;
+  process& operator=(const process&) = delete;
+  ~process() { stop(SIGKILL); }
+  pid_t pid() const { return pid_; }
+  void signal(int sig) const {
+    if (pid_ > 0) ::kill(pid_, sig);
+  }
+  void stop(int sig = SIGTERM) {
+    if (pid_ <= 0) return;
+    ::kill(pid_, sig);
+    ::waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+
+private:
+  pid_t pid_ = -1;
+};
+
+struct measurement {
+  double gbits = 0;
+  long retransmits = 0;
+  bool ok = false;
+};
+
+/// One iperf3 run; `client` is the command prefix ("" or "ip netns exec NS ").
+measurement iperf(const std::string& client, const std::string& host, int port, int seconds) {
+  measurement m;
+  const std::string out = capture(client + "timeout " + std::to_string(seconds + 30) + " iperf3 -J -c " + host +
+                                  " -p " + std::to_string(port) + " -t " + std::to_string(seconds));
+  try {
+    const json j = json::parse(out);
+    if (j.contains("error")) return m;
+    m.gbits = j["end"]["sum_received"]["bits_per_second"].get<double>() / 1e9;
+    m.retransmits = j["end"]["sum_sent"].value("retransmits", 0L);
+    m.ok = true;
+  } catch (const std::exception&) {
+  }
+  return m;
+}
+
+/// TX and RX dropped counts of `dev` in namespace `ns`.
+std::pair<long, long> tap_drops(const std::string& ns, const std::string& dev) {
+  try {
+    const json j = json::parse(capture("ip -n " + ns + " -s -j link show dev " + dev));
+    const auto& stats = j.at(0).at("stats64");
+    return {stats["tx"]["dropped"].get<long>(), stats["rx"]["dropped"].get<long>()};
+  } catch (const std::exception&) {
+    return {-1, -1};
+  }
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+
+std::string loadavg() {
+  std::ifstream in("/proc/loadavg");
+  std::string one;
+  in >> one;
+  return one;
+}
+
+bool wait_for_file_line(const std::string& path, const std::string& needle, std::chrono::seconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::ifstream in(path);
+    std::stringstream s;
+    s << in.rdbuf();
+    if (s.str().find(needle) != std::string::npos) return true;
+    std::this_thread::sleep_for(50ms);
+  }
+  return false;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  int rounds = 5, seconds = 4;
+  std::string passt = "/usr/bin/passt", pasta = "pasta";
+  bool runas_root = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
+    if (a == "--quick") rounds = 2, seconds = 2;
+    else if (a == "--rounds") rounds = std::max(1, std::atoi(next().c_str()));
+    else if (a == "--seconds") seconds = std::max(1, std::atoi(next().c_str()));
+    else if (a == "--passt") passt = next();
+    else if (a == "--pasta") pasta = next();
+    else if (a == "--runas-root") runas_root = true;
+    else {
+      std::fprintf(stderr, "usage: bench_tap [--quick] [--rounds N] [--seconds S] [--passt PATH] [--pasta PATH] "
+                           "[--runas-root]\n");
+      return 2;
+    }
+  }
+  if (::geteuid() != 0) {
+    std::fprintf(stderr, "bench_tap: needs root (namespaces, taps)\n");
+    return 2;
+  }
+  if (!sh("iperf3 --version")) {
+    std::fprintf(stderr, "bench_tap: iperf3 is not installed\n");
+    return 2;
+  }
+  if (!enter_private_host()) return 1;
+
+  char dir_template[] = "/tmp/netpasst-bench-tap-XXXXXX";
+  if (!::mkdtemp(dir_template)) return 1;
+  const std::string dir = dir_template;
+  const std::string np_ns = "bench-netpasst", pasta_ns = "bench-pasta";
+  const int np_port = 5201, pasta_port = 5203, host_port = 5202;
+
+  // netpasst_tap with default settings; port np_port forwarded into its namespace.
+  json config{{"tcp-ports", {std::to_string(np_port)}}};
+  if (runas_root) config["runas"] = "0";
+  std::ofstream(dir + "/config.json") << config.dump();
+  process vmm({NETPASST_TAP, "--netns", np_ns, "--config", dir + "/config.json", "--passt", passt}, dir + "/tap.out");
+  if (!wait_for_file_line(dir + "/tap.out", "\"lease\"", 20s)) {
+    std::fprintf(stderr, "bench_tap: netpasst_tap did not get a lease:\n%s\n", capture("cat " + dir + "/tap.out").c_str());
+    return 1;
+  }
+
+  // pasta in its own namespace, configured by itself; port pasta_port forwarded.
+  sh("ip netns add " + pasta_ns);
+  process pasta_process({pasta, "--runas", "0", "-f", "-q", "--config-net", "-t", std::to_string(pasta_port), "-u",
+                         "none", "-T", "none", "-U", "none", "--netns", pasta_ns});
+  for (int i = 0; i < 100 && !sh("ip -n " + pasta_ns + " -4 route show default | grep -q via"); ++i)
+    std::this_thread::sleep_for(50ms);
+
+  process host_server({"iperf3", "-s", "-B", "127.0.0.1", "-p", std::to_string(host_port)});
+  process np_server({"ip", "netns", "exec", np_ns, "iperf3", "-s", "-p", std::to_string(np_port)});
+  process pasta_server({"ip", "netns", "exec", pasta_ns, "iperf3", "-s", "-p", std::to_string(pasta_port)});
+  std::this_thread::sleep_for(500ms);
+
+  const std::string load_before = loadavg();
+  std::map<std::string, std::vector<double>> gbits;
+  std::map<std::string, long> retransmits;
+  std::map<std::string, int> failures;
+  const auto np_drops_before = tap_drops(np_ns, "tap0");
+  std::printf("bench_tap: %d rounds of %d s per direction, passt %s, pasta %s\n", rounds, seconds, passt.c_str(),
+              pasta.c_str());
+  for (int round = 1; round <= rounds; ++round) {
+    struct run {
+      std::string name, client, host;
+      int port;
+    };
+    const run runs[] = {
+        {"netpasst guest->host", "ip netns exec " + np_ns + " ", "192.0.2.1", host_port},
+        {"netpasst host->guest", "", "192.0.2.10", np_port},
+        {"netpasst host(lo)->guest", "", "127.0.0.1", np_port},
+        {"pasta guest->host", "ip netns exec " + pasta_ns + " ", "192.0.2.1", host_port},
+        {"pasta host->guest", "", "192.0.2.10", pasta_port},
+        {"pasta host(lo)->guest", "", "127.0.0.1", pasta_port},
+    };
+    std::printf("round %d:", round);
+    for (const auto& r : runs) {
+      const measurement m = iperf(r.client, r.host, r.port, seconds);
+      if (!m.ok) ++failures[r.name];
+      else gbits[r.name].push_back(m.gbits), retransmits[r.name] += m.retransmits;
+      std::printf("  %s %.2f", r.name.c_str(), m.ok ? m.gbits : -1.0);
+      std::fflush(stdout);
+    }
+    std::printf("\n");
+  }
+  const auto np_drops_after = tap_drops(np_ns, "tap0");
+  vmm.signal(SIGUSR1);
+  std::this_thread::sleep_for(300ms);
+  json counters;
+  {
+    std::ifstream in(dir + "/tap.out");
+    for (std::string line; std::getline(in, line);)
+      if (line.find("\"counters\"") != std::string::npos) counters = json::parse(line);
+  }
+
+  std::printf("\n%-26s %8s %8s %8s %6s %12s\n", "Gbit/s", "median", "min", "max", "runs", "retransmits");
+  for (const char* name : {"netpasst guest->host", "netpasst host->guest", "netpasst host(lo)->guest",
+                           "pasta guest->host", "pasta host->guest", "pasta host(lo)->guest"}) {
+    const auto& v = gbits[name];
+    std::printf("%-26s %8.2f %8.2f %8.2f %6zu %12ld%s\n", name, median(v),
+                v.empty() ? 0 : *std::min_element(v.begin(), v.end()),
+                v.empty() ? 0 : *std::max_element(v.begin(), v.end()), v.size(), retransmits[name],
+                failures[name] ? (" (" + std::to_string(failures[name]) + " failed)").c_str() : "");
+  }
+  const double np_g2h = median(gbits["netpasst guest->host"]), np_h2g = median(gbits["netpasst host->guest"]);
+  const double pa_g2h = median(gbits["pasta guest->host"]), pa_h2g = median(gbits["pasta host->guest"]);
+  const double np_lo = median(gbits["netpasst host(lo)->guest"]), pa_lo = median(gbits["pasta host(lo)->guest"]);
+  auto ratio = [](double a, double b) { return b > 0 ? a / b : 0.0; };
+  std::printf("\nratios (targets: >= 1.00)\n");
+  std::printf("  netpasst guest->host / netpasst host->guest       %.2f\n", ratio(np_g2h, np_h2g));
+  std::printf("  netpasst guest->host / pasta guest->host          %.2f\n", ratio(np_g2h, pa_g2h));
+  std::printf("  netpasst host->guest / pasta host->guest          %.2f  (both through their taps)\n",
+              ratio(np_h2g, pa_h2g));
+  std::printf("  netpasst host(lo)->guest / pasta host(lo)->guest  %.2f  (pasta splices, no tap)\n",
+              ratio(np_lo, pa_lo));
+  std::printf("\nnetpasst side: tap tx dropped (guest frames the bridge could not take in time) %ld, "
+              "tap rx dropped %ld\n",
+              np_drops_after.first - np_drops_before.first, np_drops_after.second - np_drops_before.second);
+  if (counters.is_object()) {
+    for (const char* direction : {"guest_to_passt", "passt_to_guest"}) {
+      const auto& c = counters[direction];
+      std::printf("  bridge %-15s frames %llu, batches %llu, refused %llu, waits %llu, dropped %llu\n", direction,
+                  c["frames"].get<unsigned long long>(), c["batches"].get<unsigned long long>(),
+                  c["refused"].get<unsigned long long>(), c["waits"].get<unsigned long long>(),
+                  c["dropped_invalid"].get<unsigned long long>() + c["dropped_at_end"].get<unsigned long long>());
+    }
+    std::printf("  passt restarts %llu\n", counters["passt"]["restarts"].get<unsigned long long>());
+  }
+  std::printf("load average (1 min) before %s, after %s, on %u cores\n", load_before.c_str(), loadavg().c_str(),
+              std::thread::hardware_concurrency());
+
+  host_server.stop(), np_server.stop(), pasta_server.stop();
+  pasta_process.stop();
+  vmm.stop(SIGTERM);
+  sh("ip netns delete " + pasta_ns);
+  std::filesystem::remove_all(dir);
+  return failures.empty() ? 0 : 1;
+}
