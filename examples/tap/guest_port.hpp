@@ -7,7 +7,9 @@
 
 #include <netpasst/concepts.hpp>
 
+#include <asio/associated_cancellation_slot.hpp>
 #include <asio/async_result.hpp>
+#include <asio/bind_cancellation_slot.hpp>
 
 #include <functional>
 #include <span>
@@ -43,10 +45,12 @@ public:
     return asio::async_initiate<Token, void(std::error_code)>(
         [this](auto handler) {
           ++pending_;
-          transport_->async_wait_writable([this, h = std::move(handler)](std::error_code ec) mutable {
-            std::move(h)(ec);
-            done();
-          });
+          auto slot = asio::get_associated_cancellation_slot(handler);
+          transport_->async_wait_writable(
+              asio::bind_cancellation_slot(slot, [this, h = std::move(handler)](std::error_code ec) mutable {
+                std::move(h)(ec);
+                done();
+              }));
         },
         token);
   }
@@ -56,11 +60,12 @@ public:
     return asio::async_initiate<Token, void(std::error_code, netpasst::frame_batch)>(
         [this](auto handler) {
           ++pending_;
-          transport_->async_receive(
-              [this, h = std::move(handler)](std::error_code ec, netpasst::frame_batch batch) mutable {
+          auto slot = asio::get_associated_cancellation_slot(handler);
+          transport_->async_receive(asio::bind_cancellation_slot(
+              slot, [this, h = std::move(handler)](std::error_code ec, netpasst::frame_batch batch) mutable {
                 std::move(h)(ec, batch);
                 done();
-              });
+              }));
         },
         token);
   }

@@ -31,8 +31,7 @@
 #include <netpasst/bridge.hpp>
 #include <netpasst/guest/mini_guest.hpp>
 #include <netpasst/json.hpp>
-#include <netpasst/launcher/daemon.hpp>
-#include <netpasst/launcher/foreground.hpp>
+#include <netpasst/launcher/passt_launcher.hpp>
 #include <netpasst/lifecycle.hpp>
 #include <netpasst/transport/tap.hpp>
 
@@ -150,7 +149,8 @@ private:
     }
     if (e.error) line["error"] = e.error.message();
     if (!e.reason.empty()) line["reason"] = e.reason;
-    if (e.kind == netpasst::lifecycle_event_kind::link_up) line["restart"] = link_ups_++ > 0;
+    if (e.generation) line["generation"] = e.generation;
+    if (e.kind == netpasst::lifecycle_event_kind::link_up) line["restart"] = e.is_restart();
     print_line(line);
     if (shutting_down_) return;
     if (e.kind == netpasst::lifecycle_event_kind::link_up) {
@@ -298,7 +298,7 @@ private:
   asio::signal_set signals_;
   asio::steady_timer retry_;
   std::optional<netpasst::dhcp_lease> configured_;
-  unsigned link_ups_ = 0, lease_wanted_ = 0, lease_asked_ = 0, dhcp_failures_ = 0;
+  unsigned lease_wanted_ = 0, lease_asked_ = 0, dhcp_failures_ = 0;
   bool shutting_down_ = false, passt_stopped_ = false, finished_ = false;
   int exit_code_ = 0;
 };
@@ -306,7 +306,7 @@ private:
 template <class Launcher>
 int run_with(const tap_args& args, netpasst::options opts) {
   asio::io_context io;
-  using lifecycle_type = netpasst::basic_lifecycle<netpasst::argv_builder, Launcher, netpasst::stream_transport>;
+  using lifecycle_type = netpasst::basic_lifecycle<netpasst::stream_session, Launcher>;
   tap_vmm<lifecycle_type> vmm(io, args, std::move(opts));
   return vmm.run();
 }

@@ -55,12 +55,6 @@
 
 namespace netpasst {
 
-/// A FrameTransport whose pending operations can be ended with `cancel()`
-/// (they complete with `asio::error::operation_aborted`): what a bridge
-/// needs to stop.
-template <class T>
-concept CancellableFrameTransport = FrameTransport<T> && requires(T& t) { t.cancel(); };
-
 /// How much work a bridge direction does per turn (see the file comment).
 struct bridge_config {
   /// The most frames handed to the destination per turn (at least 1).
@@ -105,14 +99,14 @@ class bridge_control;
 /// `asio::error::operation_aborted` when the handler's cancellation slot was
 /// emitted (any cancellation type), or when something else cancelled one of
 /// the transports.
-template <CancellableFrameTransport A, CancellableFrameTransport B,
+template <FrameTransport A, FrameTransport B,
           asio::completion_token_for<void(std::error_code, bridge_counters)> Token =
               asio::default_completion_token_t<typename A::executor_type>>
 auto async_bridge(A& a, B& b, const bridge_config& config,
                   Token&& token = asio::default_completion_token_t<typename A::executor_type>{});
 
 /// `async_bridge` with the default configuration.
-template <CancellableFrameTransport A, CancellableFrameTransport B,
+template <FrameTransport A, FrameTransport B,
           asio::completion_token_for<void(std::error_code, bridge_counters)> Token =
               asio::default_completion_token_t<typename A::executor_type>>
 auto async_bridge(A& a, B& b, Token&& token = asio::default_completion_token_t<typename A::executor_type>{});
@@ -120,7 +114,7 @@ auto async_bridge(A& a, B& b, Token&& token = asio::default_completion_token_t<t
 /// A bridge between `a` and `b` that can be stopped and watched: each
 /// `async_run` is one `async_bridge`, and `stop()` ends it without an error.
 /// Runs one at a time; a new one may start once the last has completed.
-template <CancellableFrameTransport A, CancellableFrameTransport B>
+template <FrameTransport A, FrameTransport B>
 class basic_bridge {
 public:
   using first_type = A;
@@ -170,7 +164,7 @@ private:
 };
 
 /// A bridge whose transports use the same types as `a` and `b`.
-template <CancellableFrameTransport A, CancellableFrameTransport B>
+template <FrameTransport A, FrameTransport B>
 basic_bridge(A&, B&, const bridge_config& = {}) -> basic_bridge<A, B>;
 
 } // namespace netpasst

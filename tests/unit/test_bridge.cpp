@@ -42,15 +42,15 @@ using bytes = std::vector<std::byte>;
 
 // Both ways: every transport of the library can be bridged; a look-alike
 // without cancel() cannot.
-static_assert(netpasst::CancellableFrameTransport<memory_transport>);
-static_assert(netpasst::CancellableFrameTransport<netpasst::stream_transport>);
-static_assert(netpasst::CancellableFrameTransport<netpasst::tap_transport>);
-static_assert(netpasst::CancellableFrameTransport<netpasst::lifecycle>);
-static_assert(!netpasst::CancellableFrameTransport<int>);
+static_assert(netpasst::FrameTransport<memory_transport>);
+static_assert(netpasst::FrameTransport<netpasst::stream_transport>);
+static_assert(netpasst::FrameTransport<netpasst::tap_transport>);
+static_assert(netpasst::FrameTransport<netpasst::lifecycle>);
+static_assert(!netpasst::FrameTransport<int>);
 
 namespace {
 
-/// A FrameTransport without cancel(): models FrameTransport only.
+/// Everything of a FrameTransport but cancel(): not one.
 struct uncancellable {
   using executor_type = asio::any_io_executor;
   executor_type get_executor() const;
@@ -62,8 +62,7 @@ struct uncancellable {
   void close();
   netpasst::transport_counters counters() const;
 };
-static_assert(netpasst::FrameTransport<uncancellable>);
-static_assert(!netpasst::CancellableFrameTransport<uncancellable>);
+static_assert(!netpasst::FrameTransport<uncancellable>);  // cancel() is part of the concept
 
 /// A frame of `size` bytes carrying `tag` in its first 4 bytes (if it fits).
 bytes tagged(std::size_t size, std::uint32_t tag) {

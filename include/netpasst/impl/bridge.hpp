@@ -274,65 +274,65 @@ struct bridge_op {
 
 namespace netpasst {
 
-template <CancellableFrameTransport A, CancellableFrameTransport B,
+template <FrameTransport A, FrameTransport B,
           asio::completion_token_for<void(std::error_code, bridge_counters)> Token>
 auto async_bridge(A& a, B& b, const bridge_config& config, Token&& token) {
   return asio::async_compose<Token, void(std::error_code, bridge_counters)>(
       detail::bridge_op<A, B>{&a, &b, config}, token, a.get_executor(), b.get_executor());
 }
 
-template <CancellableFrameTransport A, CancellableFrameTransport B,
+template <FrameTransport A, FrameTransport B,
           asio::completion_token_for<void(std::error_code, bridge_counters)> Token>
 auto async_bridge(A& a, B& b, Token&& token) {
   return async_bridge(a, b, bridge_config{}, std::forward<Token>(token));
 }
 
-template <CancellableFrameTransport A, CancellableFrameTransport B>
+template <FrameTransport A, FrameTransport B>
 basic_bridge<A, B>::basic_bridge(A& a, B& b, const bridge_config& config) noexcept
     : a_(&a), b_(&b), config_(config) {}
 
-template <CancellableFrameTransport A, CancellableFrameTransport B> basic_bridge<A, B>::~basic_bridge() {
+template <FrameTransport A, FrameTransport B> basic_bridge<A, B>::~basic_bridge() {
   if (!run_) return;
   detail::bridge_control* run = std::exchange(run_, nullptr);
   run->detach();
   run->stop(make_error_code(asio::error::operation_aborted));
 }
 
-template <CancellableFrameTransport A, CancellableFrameTransport B>
+template <FrameTransport A, FrameTransport B>
 auto basic_bridge<A, B>::get_executor() const -> executor_type {
   return a_->get_executor();
 }
 
-template <CancellableFrameTransport A, CancellableFrameTransport B> A& basic_bridge<A, B>::first() noexcept {
+template <FrameTransport A, FrameTransport B> A& basic_bridge<A, B>::first() noexcept {
   return *a_;
 }
 
-template <CancellableFrameTransport A, CancellableFrameTransport B> B& basic_bridge<A, B>::second() noexcept {
+template <FrameTransport A, FrameTransport B> B& basic_bridge<A, B>::second() noexcept {
   return *b_;
 }
 
-template <CancellableFrameTransport A, CancellableFrameTransport B>
+template <FrameTransport A, FrameTransport B>
 const bridge_config& basic_bridge<A, B>::config() const noexcept {
   return config_;
 }
 
-template <CancellableFrameTransport A, CancellableFrameTransport B>
+template <FrameTransport A, FrameTransport B>
 template <asio::completion_token_for<void(std::error_code, bridge_counters)> Token>
 auto basic_bridge<A, B>::async_run(Token&& token) {
   return asio::async_compose<Token, void(std::error_code, bridge_counters)>(
       detail::bridge_op<A, B>{a_, b_, config_, &run_, &last_}, token, a_->get_executor(), b_->get_executor());
 }
 
-template <CancellableFrameTransport A, CancellableFrameTransport B> void basic_bridge<A, B>::stop() noexcept {
+template <FrameTransport A, FrameTransport B> void basic_bridge<A, B>::stop() noexcept {
   if (run_) run_->stop({});
 }
 
-template <CancellableFrameTransport A, CancellableFrameTransport B>
+template <FrameTransport A, FrameTransport B>
 bool basic_bridge<A, B>::running() const noexcept {
   return run_ != nullptr;
 }
 
-template <CancellableFrameTransport A, CancellableFrameTransport B>
+template <FrameTransport A, FrameTransport B>
 bridge_counters basic_bridge<A, B>::counters() const noexcept {
   return run_ ? run_->counters() : last_;
 }
