@@ -62,7 +62,7 @@ int main(int argc, char** argv) {
     std::vector<netpasst::diagnostic> problems;
     auto parsed = netpasst::options_from_json(in, problems);
     if (!parsed) {
-      for (const auto& p : problems) std::fprintf(stderr, "%s: %s: %s\n", args.config.c_str(), p.pointer.c_str(), p.message.c_str());
+      for (const auto& p : problems) std::fprintf(stderr, "%s: %s\n", args.config.c_str(), netpasst::to_string(p).c_str());
       return 2;
     }
     opts = std::move(*parsed);

@@ -3,6 +3,7 @@
 /// Umbrella header: everything netpasst offers. See concepts.hpp for the map.
 
 #include <netpasst/argv.hpp>
+#include <netpasst/bridge.hpp>
 #include <netpasst/concepts.hpp>
 #include <netpasst/error.hpp>
 #include <netpasst/frame.hpp>
@@ -17,7 +18,11 @@
 #include <netpasst/options.hpp>
 #include <netpasst/probe.hpp>
 #include <netpasst/session/stream.hpp>
+#include <netpasst/testing/memory_session.hpp>
 #include <netpasst/testing/memory_transport.hpp>
+#include <netpasst/testing/scripted_launcher.hpp>
+#include <netpasst/testing/scripted_passt.hpp>
 #include <netpasst/transport/persistent.hpp>
 #include <netpasst/transport/stream.hpp>
+#include <netpasst/transport/tap.hpp>
 #include <netpasst/unique_fd.hpp>

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -115,6 +116,58 @@ TEST_CASE("netpasst_demo --watch prints events and a new lease after passt is ki
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
   CHECK(gone(second_passt));
+}
+
+TEST_CASE("SIGTERM during a restart whose passt hangs before exec ends the demo at once, wrapper's child and all",
+          "[demo]") {
+  if (!netpasst::e2e::in_private_netns) {
+    WARN("not root: skipped (needs the private network namespace)");
+    return;
+  }
+  const std::string launcher = GENERATE("daemon", "foreground");
+  // A passt wrapper: the first start is passt itself; later ones start a
+  // child of their own and hang, as a wrapper stuck before its exec would.
+  const auto dir = std::filesystem::temp_directory_path() / ("netpasst-demo-hang-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const auto wrapper = dir / "passt-wrapper", marker = dir / "started", child = dir / "child";
+  std::ofstream(wrapper) << "#!/bin/sh\n"
+                            "if [ -e " << marker << " ]; then sleep 1000 & echo $! > " << child << "; wait; fi\n"
+                            "touch " << marker << "\nexec " << netpasst::e2e::passt_binary() << " \"$@\"\n";
+  std::filesystem::permissions(wrapper, std::filesystem::perms::owner_all);
+  FILE* pipe = ::popen(("echo $$; exec " + std::string(NETPASST_DEMO) + " --passt " + wrapper.string() +
+                        " --json --watch --launcher " + launcher)
+                           .c_str(),
+                       "r");
+  REQUIRE(pipe);
+  auto line = [&] {
+    char buffer[8192];
+    return std::fgets(buffer, sizeof buffer, pipe) ? std::string(buffer) : std::string();
+  };
+  const pid_t demo_pid = std::stoi(line());
+  auto first = nlohmann::json::parse(line());
+  REQUIRE(first["event"] == "lease");
+  REQUIRE(::kill(first["passt_pid"].get<pid_t>(), SIGKILL) == 0);
+  for (std::string text = line(); !text.empty(); text = line())
+    if (nlohmann::json::parse(text)["event"] == "restarting") break;
+  pid_t hanging = 0;
+  for (int i = 0; i < 500 && hanging == 0; ++i) {
+    std::ifstream(child) >> hanging;
+    if (hanging == 0) ::usleep(10000);
+  }
+  REQUIRE(hanging > 1);
+  const auto began = std::chrono::steady_clock::now();
+  REQUIRE(::kill(demo_pid, SIGTERM) == 0);
+  while (!line().empty()) {}
+  const int status = ::pclose(pipe);
+  const auto took = std::chrono::steady_clock::now() - began;
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  // A hang guard, far above the stop's own bound: the launch's 10 s start
+  // timeout must not be what ended it.
+  CHECK(took < std::chrono::seconds(8));
+  for (int i = 0; i < 500 && !gone(hanging); ++i) ::usleep(10000);
+  CHECK(gone(hanging));
+  std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("netpasst_demo refuses a bad config with the JSON pointer and exit status 2", "[demo]") {
