@@ -237,6 +237,32 @@ TEST_CASE("passt killed with SIGKILL: link down, restart, a new lease, and traff
   CHECK(passt_processes().empty());
 }
 
+TEMPLATE_TEST_CASE("after a SIGKILL, link_down and restarting say how passt ended, not that the socket closed",
+                   "[lifecycle]", netpasst::daemon_launcher, netpasst::foreground_launcher) {
+  if (!in_namespace()) return;
+  asio::io_context io;
+  netpasst::basic_lifecycle<netpasst::stream_session, TestType> life(io, test_options());
+  event_log log;
+  watch(life, log);
+  start(io, life);
+  guest_session<decltype(life)> session(io, life);
+  session.dhcp();  // a receive is pending: the session sees the socket close too
+  const pid_t first = life.pid();
+  REQUIRE(::kill(first, SIGKILL) == 0);
+  REQUIRE(run_until(io, [&] { return log.count(lifecycle_event_kind::link_up) == 2; }));
+  const auto* down = log.last(lifecycle_event_kind::link_down);
+  REQUIRE(down);
+  CHECK(down->error == netpasst::errc::passt_terminated);
+  const std::string who = "passt (pid " + std::to_string(first) + ")";
+  if constexpr (std::is_same_v<TestType, netpasst::foreground_launcher>)
+    CHECK(down->reason == who + " was killed by signal 9 (Killed)");
+  else  // a daemon is not our child: its status cannot be known
+    CHECK(down->reason == who + " exited");
+  CHECK(log.last(lifecycle_event_kind::restarting)->reason == down->reason);
+  CHECK(log.last(lifecycle_event_kind::link_up)->generation == 2);
+  stop(io, life);
+}
+
 TEST_CASE("a restart loop that cannot start passt ends in a clear failure", "[lifecycle]") {
   if (!in_namespace()) return;
   // Starts the real passt once, then refuses like a broken install would.

@@ -205,7 +205,8 @@ struct process_state : std::enable_shared_from_this<process_state> {
     if (signal) text += " was killed by signal " + std::to_string(signal) + " (" + ::strsignal(signal) + ")";
     else if (status) text += " exited with status " + std::to_string(*status);
     else text += " exited";
-    if (auto m = passt_message(); !m.empty() && !(status == 0 && !signal)) text += ": " + m;
+    // Its last words explain an exit status, not a signal someone sent it.
+    if (auto m = passt_message(); !m.empty() && !signal && status.value_or(0) != 0) text += ": " + m;
     return text;
   }
 };
