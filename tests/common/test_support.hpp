@@ -10,6 +10,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <functional>
 #include <sstream>
 #include <string>
@@ -107,5 +108,30 @@ inline std::vector<pid_t> processes_in_this_netns(const std::string& prefix) {
   }
   return found;
 }
+
+/// What a `counting_allocator` saw.
+struct allocation_log {
+  std::size_t allocations = 0, deallocations = 0;
+};
+
+/// Counts what it allocates and frees into a shared log (its rebound copies
+/// too). Bound to a handler with asio::bind_allocator, it shows whether an
+/// operation uses the handler's associated allocator.
+template <class T> struct counting_allocator {
+  using value_type = T;
+  allocation_log* log;
+  explicit counting_allocator(allocation_log* l) : log(l) {}
+  template <class U> counting_allocator(const counting_allocator<U>& other) : log(other.log) {}
+  T* allocate(std::size_t n) {
+    ++log->allocations;
+    return std::allocator<T>().allocate(n);
+  }
+  void deallocate(T* p, std::size_t n) {
+    ++log->deallocations;
+    std::allocator<T>().deallocate(p, n);
+  }
+  template <class U> bool operator==(const counting_allocator<U>& other) const { return log == other.log; }
+  template <class U> bool operator!=(const counting_allocator<U>& other) const { return log != other.log; }
+};
 
 } // namespace netpasst::test

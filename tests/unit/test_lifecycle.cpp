@@ -774,26 +774,12 @@ TEST_CASE("a timeout written as op || timer with use_awaitable ends a parked rec
 }
 #endif
 
-namespace {
-/// Counts what is allocated through it.
-template <class T> struct counting_allocator {
-  using value_type = T;
-  std::size_t* count;
-  explicit counting_allocator(std::size_t* c) : count(c) {}
-  template <class U> counting_allocator(const counting_allocator<U>& other) : count(other.count) {}
-  T* allocate(std::size_t n) {
-    ++*count;
-    return std::allocator<T>().allocate(n);
-  }
-  void deallocate(T* p, std::size_t n) { std::allocator<T>().deallocate(p, n); }
-  template <class U> bool operator==(const counting_allocator<U>& o) const { return count == o.count; }
-};
-} // namespace
+using netpasst::test::counting_allocator;
 
 TEST_CASE("the handler's associated allocator is used by the operations under the lifecycle") {
   rig r;
   REQUIRE_FALSE(r.start());
-  std::size_t allocations = 0;
+  netpasst::test::allocation_log allocations;
   std::optional<std::error_code> received;
   r.life->async_receive(asio::bind_allocator(counting_allocator<void>(&allocations),
                                              [&](std::error_code ec, netpasst::frame_batch) { received = ec; }));
@@ -801,5 +787,5 @@ TEST_CASE("the handler's associated allocator is used by the operations under th
   REQUIRE(r.passts.back().transport.try_send(test_frame(), ec));
   REQUIRE(r.until([&] { return received.has_value(); }));
   CHECK_FALSE(*received);
-  CHECK(allocations > 0);
+  CHECK(allocations.allocations > 0);
 }

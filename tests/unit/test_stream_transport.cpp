@@ -692,20 +692,7 @@ TEST_CASE("sender and receiver on different threads, each with its own io_contex
 
 namespace {
 
-/// Counts what it allocates; the counter is shared by its rebound copies.
-template <class T> struct counting_allocator {
-  using value_type = T;
-  std::size_t* count;
-  explicit counting_allocator(std::size_t* c) : count(c) {}
-  template <class U> counting_allocator(const counting_allocator<U>& other) : count(other.count) {}
-  T* allocate(std::size_t n) {
-    ++*count;
-    return std::allocator<T>().allocate(n);
-  }
-  void deallocate(T* p, std::size_t n) { std::allocator<T>().deallocate(p, n); }
-  template <class U> bool operator==(const counting_allocator<U>& other) const { return count == other.count; }
-  template <class U> bool operator!=(const counting_allocator<U>& other) const { return count != other.count; }
-};
+using netpasst::test::counting_allocator;
 
 /// Fills the send ring and the socket so that async_wait_writable must wait.
 void fill_until_blocked(asio::io_context& ctx, stream_transport& t) {
@@ -800,14 +787,14 @@ TEST_CASE("async_receive and async_wait_writable honour the handler's executor a
     CHECK(done);
   }
   SECTION("associated allocator: a waiting receive allocates through it") {
-    std::size_t allocations = 0;
+    netpasst::test::allocation_log allocations;
     bool done = false;
     t.async_receive(asio::bind_allocator(counting_allocator<int>(&allocations), [&](std::error_code ec, frame_batch) {
       CHECK_FALSE(ec);
       done = true;
     }));
     ctx.poll(); // now waiting for the peer
-    CHECK(allocations > 0);
+    CHECK(allocations.allocations > 0);
     bytes wire;
     append_record(wire, make_frame(60, 1));
     write_all(theirs.get(), wire);
@@ -822,16 +809,16 @@ TEST_CASE("with io_context's own executor type, completions posted at once alloc
   asio::io_context ctx;
   auto [ours, theirs] = socket_pair();
   direct_transport t(ctx, std::move(ours));
-  std::size_t allocations = 0;
+  netpasst::test::allocation_log allocations;
   bool done = false;
   t.async_wait_writable(asio::bind_allocator(counting_allocator<int>(&allocations), [&](std::error_code ec) {
     CHECK_FALSE(ec);
     done = true;
   }));
   run_until(ctx, [&] { return done; });
-  CHECK(allocations > 0);
+  CHECK(allocations.allocations > 0);
 
-  const std::size_t before = allocations;
+  const std::size_t before = allocations.allocations;
   bytes wire;
   append_record(wire, make_frame(60, 1));
   write_all(theirs.get(), wire);
@@ -842,7 +829,7 @@ TEST_CASE("with io_context's own executor type, completions posted at once alloc
     done = true;
   }));
   run_until(ctx, [&] { return done; });
-  CHECK(allocations > before);
+  CHECK(allocations.allocations > before);
 }
 
 TEST_CASE("deferred and use_future tokens work for both operations") {
