@@ -57,7 +57,7 @@ namespace {
 /// The fake passt scripts, written once into the test's scratch directory.
 struct fakes {
   std::string good, fails, never_ready, killed, no_pidfile, garbage_pidfile, pid_one, dead_pid, not_passt;
-  std::string slow_wrapper, chatty, not_executable;
+  std::string slow_wrapper, chatty, not_executable, pidfile_symlink;
   std::filesystem::path directory;
 
   fakes() {
@@ -125,6 +125,11 @@ exec sleep 1000
 while [ $i -lt 2000 ]; do echo "chatter line $i: xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx" >&2; i=$((i+1)); done
 echo "the decisive last line" >&2
 exit 1
+)sh");
+    // Replaces its pidfile with a symlink: the launcher's O_NOFOLLOW open fails with ELOOP.
+    pidfile_symlink = write_script("fake-passt-pidfile-symlink", prologue + R"sh(rm -f "$pidfile"
+ln -s /nonexistent "$pidfile"
+exec sleep 1000
 )sh");
     not_executable = (std::filesystem::path(good).parent_path() / "fake-passt-not-executable").string();
     std::ofstream(not_executable) << "#!/bin/sh\nexit 0\n";
@@ -673,4 +678,17 @@ TEMPLATE_TEST_CASE("process waits honour their token's cancellation slot", "", n
   CHECK_FALSE(*terminated);
   CHECK_FALSE(*other);
   CHECK_FALSE(p.running());
+}
+
+TEST_CASE("foreground launcher: a pidfile it cannot open fails at once with the reason, not at the deadline") {
+  env e;  // start_timeout 10 s
+  netpasst::foreground_launcher launcher(e.io, e.config);
+  std::error_code ec;
+  const auto began = std::chrono::steady_clock::now();
+  passt_process p = launcher.launch({fake().pidfile_symlink}, ec);
+  CHECK(ec == std::errc::too_many_symbolic_link_levels);
+  CHECK_THAT(p.failure_message(), Catch::Contains("opening passt's pidfile") &&
+                                      Catch::Contains("Too many levels of symbolic links"));
+  CHECK(std::chrono::steady_clock::now() - began < 5s);  // a hang guard well under the 10 s deadline
+  CHECK(p.pid() == 0);
 }

@@ -17,7 +17,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -178,11 +180,16 @@ inline std::shared_ptr<process_state> start_passt(const asio::any_io_executor& e
 }
 
 /// Reads a pid from `path`: decimal digits, optional surrounding whitespace.
-/// Returns 0 when missing, empty or not a number (`text` gets the content).
-inline pid_t read_pidfile(const std::filesystem::path& path, std::string& text) {
+/// Returns 0 when missing, empty or not a number (`text` gets the content);
+/// `open_error` gets errno when the file exists but cannot be opened.
+inline pid_t read_pidfile(const std::filesystem::path& path, std::string& text, int& open_error) {
   text.clear();
+  open_error = 0;
   unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
-  if (!fd) return 0;
+  if (!fd) {
+    if (errno != ENOENT) open_error = errno;
+    return 0;
+  }
   char buffer[64];
   const ssize_t n = ::read(fd.get(), buffer, sizeof buffer);
   if (n <= 0) return 0;
@@ -192,6 +199,11 @@ inline pid_t read_pidfile(const std::filesystem::path& path, std::string& text) 
   const std::string digits = text.substr(first, last - first + 1);
   if (digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) return 0;
   return pid_t(std::stol(digits));
+}
+
+inline pid_t read_pidfile(const std::filesystem::path& path, std::string& text) {
+  int ignored = 0;
+  return read_pidfile(path, text, ignored);
 }
 
 /// Quotes a short excerpt of untrusted text for a one-line message.
@@ -206,9 +218,11 @@ inline std::string quoted_excerpt(std::string_view text) {
 /// socket. On success the state holds the daemon (not our child).
 inline std::error_code adopt_daemon(process_state& s, ino_t peer_inode) {
   std::string text;
-  const pid_t pid = read_pidfile(s.pidfile, text);
+  int open_error = 0;
+  const pid_t pid = read_pidfile(s.pidfile, text, open_error);
   if (pid <= 1) {
-    s.failure = text.empty() ? "passt exited with status 0 but wrote no pidfile " + s.pidfile.string()
+    s.failure = open_error ? "opening passt's pidfile " + s.pidfile.string() + ": " + std::strerror(open_error)
+              : text.empty() ? "passt exited with status 0 but wrote no pidfile " + s.pidfile.string()
                              : "passt's pidfile holds " + quoted_excerpt(text) + ", not a pid above 1";
     return errc::bad_pidfile;
   }
@@ -319,7 +333,13 @@ template <class Executor> struct launch_op {
   template <class Self> void on_tick(Self& self, std::error_code ec) {
     if (ec) return fail(self, ec, "waiting for passt: " + ec.message());
     std::string text;
-    if (read_pidfile(state->pidfile, text) == state->pid && !state->check_exited()) return finish(self, {});
+    int open_error = 0;
+    if (read_pidfile(state->pidfile, text, open_error) == state->pid && !state->check_exited())
+      return finish(self, {});
+    if (open_error) {
+      const std::error_code e(open_error, std::system_category());
+      return fail(self, e, "opening passt's pidfile " + state->pidfile.string() + ": " + e.message());
+    }
     if (state->check_exited()) return fail(self, state->signal ? errc::passt_killed : errc::passt_exited, "");
     if (std::chrono::steady_clock::now() >= deadline) return fail(self, errc::start_timeout, timeout_message());
     tick = std::min(tick * 2, std::chrono::milliseconds(20));
