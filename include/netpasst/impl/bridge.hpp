@@ -263,7 +263,7 @@ struct bridge_op {
     if (refused) return self.complete(make_error_code(errc::operation_in_progress), bridge_counters{});
     if (owner_slot && *owner_slot) {
       refused = true;
-      return asio::post(std::move(self));
+      return asio::post(a->get_executor(), std::move(self));
     }
     self.reset_cancellation_state(asio::enable_total_cancellation());
     bridge_run<A, B, Self>::launch(*a, *b, config, std::move(self), owner_slot, owner_last);

@@ -80,8 +80,8 @@ public:
       if (on_attach_) on_attach_(std::move(theirs));
     }
     return asio::async_compose<Token, void(std::error_code)>(
-        [result, posted = false](auto& self) mutable {
-          if (!posted) return posted = true, asio::post(std::move(self));
+        [result, posted = false, executor = this->get_executor()](auto& self) mutable {
+          if (!posted) return posted = true, asio::post(executor, std::move(self));
           self.complete(result);
         },
         token, this->get_executor());

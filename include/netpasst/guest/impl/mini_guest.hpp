@@ -352,7 +352,7 @@ struct guest_op {
                                                 : s.begin(std::move(request));
         if (refusal) {
           at = step::refused;
-          return asio::post(std::move(self));
+          return asio::post(s.transport->get_executor(), std::move(self));
         }
         at = step::running;
         return wait(self);

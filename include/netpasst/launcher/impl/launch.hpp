@@ -286,7 +286,14 @@ template <class Executor> struct launch_op {
 
   template <class Self> void operator()(Self& self, std::error_code ec = {}) {
     switch (step) {
-      case 0: {
+      case 0:
+        // Spawning starts passt's stderr reader on `executor`: the state it
+        // shares is set up there, never in a thread that only initiated.
+        step = 3;
+        return asio::post(executor, std::move(self));
+      case 3: {
+        if (self.get_cancellation_state().cancelled() != asio::cancellation_type::none)
+          return self.complete(asio::error::operation_aborted, passt_process{});
         step = 1;
         deadline = std::chrono::steady_clock::now() + config.start_timeout;
         state = start_passt(asio::any_io_executor(executor), argv, config, foreground, peer_inode, immediate);

@@ -187,7 +187,7 @@ struct memory_receive_op {
       self.reset_cancellation_state(asio::enable_total_cancellation());
       end->receive_pending = true;
       end->inject(injected);
-      return asio::post(std::move(self));
+      return asio::post(end->executor(), std::move(self));
     }
     std::error_code ec = injected;
     std::size_t n = 0;
@@ -216,7 +216,7 @@ struct memory_writable_op {
       self.reset_cancellation_state(asio::enable_total_cancellation());
       end->writable_pending = true;
       end->inject(injected);
-      return asio::post(std::move(self));
+      return asio::post(end->executor(), std::move(self));
     }
     std::error_code ec = injected;
     if (!ec && (end->abort_writable || self.get_cancellation_state().cancelled() != asio::cancellation_type::none))

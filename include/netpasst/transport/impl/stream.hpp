@@ -521,7 +521,7 @@ struct stream_receive_op {
     }
     if (!started) {
       started = ready = true;
-      return asio::post(std::move(self));
+      return asio::post(state->descriptor().get_executor(), std::move(self));
     }
     self.complete(result, state->batch(count));
   }
@@ -549,7 +549,7 @@ struct stream_writable_op {
     }
     if (!started) {
       started = ready = true;
-      return asio::post(std::move(self));
+      return asio::post(state->descriptor().get_executor(), std::move(self));
     }
     self.complete(result);
   }

@@ -307,7 +307,7 @@ struct tap_receive_op {
     }
     if (!started) {
       started = ready = true;
-      return asio::post(std::move(self));
+      return asio::post(state->descriptor().get_executor(), std::move(self));
     }
     self.complete(result, state->batch(count));
   }
@@ -341,7 +341,7 @@ struct tap_writable_op {
       }
     }
     ready = true;
-    asio::post(std::move(self));
+    asio::post(state->descriptor().get_executor(), std::move(self));
   }
 };
 
