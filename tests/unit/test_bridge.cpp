@@ -23,6 +23,8 @@
 #include <asio/use_future.hpp>
 #include <catch2/catch.hpp>
 
+#include "../common/test_support.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -39,6 +41,9 @@ using netpasst::frame;
 using netpasst::frame_batch;
 using namespace netpasst::testing;
 using bytes = std::vector<std::byte>;
+using netpasst::test::allocation_log;
+using netpasst::test::counting_allocator;
+using netpasst::test::run_until;
 
 // Both ways: every transport of the library can be bridged; a look-alike
 // without cancel() cannot.
@@ -74,15 +79,6 @@ std::uint32_t tag_of(frame f) {
   std::uint32_t tag = 0;
   std::memcpy(&tag, f.data(), 4);
   return tag;
-}
-
-/// Runs `io` until `done()` or 10 s (a hang guard, not a timing check).
-bool run_until(asio::io_context& io, const std::function<bool()>& done) {
-  const auto deadline = std::chrono::steady_clock::now() + 10s;
-  io.restart();
-  while (!done() && std::chrono::steady_clock::now() < deadline)
-    if (io.run_one_for(50ms) == 0) io.restart();
-  return done();
 }
 
 /// Keeps receiving on `end`, recording the tags, until told to stop.
@@ -212,26 +208,6 @@ struct scripted_transport {
   bool is_open() const { return true; }
   void close() { cancel(); }
   netpasst::transport_counters counters() const { return stats; }
-};
-
-/// Counts what goes through it; the bridge allocates its run state here.
-struct allocation_log {
-  std::size_t allocations = 0, deallocations = 0;
-};
-template <class T> struct counting_allocator {
-  using value_type = T;
-  allocation_log* log;
-  explicit counting_allocator(allocation_log* l) : log(l) {}
-  template <class U> counting_allocator(const counting_allocator<U>& other) : log(other.log) {}
-  T* allocate(std::size_t n) {
-    ++log->allocations;
-    return std::allocator<T>().allocate(n);
-  }
-  void deallocate(T* p, std::size_t n) {
-    ++log->deallocations;
-    std::allocator<T>().deallocate(p, n);
-  }
-  template <class U> bool operator==(const counting_allocator<U>& other) const { return log == other.log; }
 };
 
 } // namespace

@@ -123,10 +123,13 @@ public:
     return p;
   }
 
-  /// `launch` without blocking the executor.
+  /// `launch` without waiting on the executor for passt to be ready. The
+  /// spawn itself runs on the executor and, like posix_spawn, returns once
+  /// the child has called exec (about a millisecond; more on a loaded host),
+  /// so that a missing or unexecutable binary is reported with its errno.
   /// Completion signature: `void(std::error_code, passt_process)`.
   /// Terminal cancellation kills what was started and completes with
-  /// `asio::error::operation_aborted`.
+  /// `asio::error::operation_aborted`; before the spawn, nothing is started.
   template <asio::completion_token_for<void(std::error_code, passt_process)> Token =
                 asio::default_completion_token_t<executor_type>>
   auto async_launch(const std::vector<std::string>& argv,
