@@ -261,9 +261,11 @@ template <class Launcher> int run(const settings& s, bool private_netns) {
   if (stop_ms) std::printf("stopped all %zu in %.1f ms\n", up, *stop_ms);
   else problems.push_back("not every instance stopped within 60 s");
   std::printf("after stop: passt processes %zu, fds %zu (baseline %zu), children %zu, threads %zu, heap in use %zu "
-              "bytes (baseline %zu), RSS %ld KiB, %ld once malloc_trim gave back malloc's free memory (baseline %ld)\n",
+              "bytes (baseline %zu), RSS %ld KiB (baseline %ld)\n",
               end.passts, end.fds, base.fds, end.children, end.threads, end.heap_in_use, base.heap_in_use, end.rss_kib,
-              end.rss_trimmed_kib, base.rss_trimmed_kib);
+              base.rss_kib);
+  if (!memory_figures_meaningful)
+    std::printf("heap and RSS figures mean little here: a sanitizer's allocator keeps freed memory\n");
   if (end.passts != 0) problems.push_back("passt processes left after stop");
   if (end.fds != base.fds) problems.push_back("descriptors not back to the baseline");
   if (end.children != 0) problems.push_back("children left after stop");

@@ -142,11 +142,27 @@ inline long sum_status_kib(const std::vector<pid_t>& pids, const std::string& fi
   return total;
 }
 
-/// What this process holds, and how many passts run in its namespace.
+/// False under AddressSanitizer and ThreadSanitizer: their allocators keep
+/// freed memory (a quarantine) and mallinfo2 does not see them, so RSS and
+/// heap figures say nothing about leaks there (LeakSanitizer looks at exit).
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+inline constexpr bool memory_figures_meaningful = false;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+inline constexpr bool memory_figures_meaningful = false;
+#else
+inline constexpr bool memory_figures_meaningful = true;
+#endif
+#else
+inline constexpr bool memory_figures_meaningful = true;
+#endif
+
+/// What this process holds, and how many passts run in its namespace. RSS
+/// is read after malloc_trim(0): pages malloc keeps free are not held by
+/// anything, and where they happen to lie would make RSS wander.
 struct census {
   std::size_t fds = 0, threads = 0, children = 0, passts = 0;
-  long rss_kib = 0;
-  long rss_trimmed_kib = 0;     ///< RSS once malloc_trim gave malloc's free memory back to the system.
+  long rss_kib = 0;             ///< VmRSS once malloc_trim(0) gave malloc's free pages back.
   std::size_t heap_in_use = 0;  ///< Bytes malloc has handed out and not got back (mallinfo2).
   std::size_t heap_kept = 0;    ///< Bytes malloc holds from the system, in use or free (arena + mmapped).
 
@@ -161,12 +177,11 @@ inline census take_census() {
   c.threads = std::size_t(std::max(0L, status_field("self", "Threads")));
   c.children = test::children().size();
   c.passts = passt_processes().size();
-  c.rss_kib = status_field("self", "VmRSS");
   const struct mallinfo2 heap = ::mallinfo2();
   c.heap_in_use = heap.uordblks + heap.hblkhd;
   c.heap_kept = heap.arena + heap.hblkhd;
   ::malloc_trim(0);
-  c.rss_trimmed_kib = status_field("self", "VmRSS");
+  c.rss_kib = status_field("self", "VmRSS");
   return c;
 }
 
