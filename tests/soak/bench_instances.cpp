@@ -3,7 +3,8 @@
 // time to bring them all up and what each instance costs (descriptors and RSS
 // of this process, passt's RSS), then adds instances up to --max, stopping at
 // the first one that cannot start (and saying why), then stops them all and
-// checks that nothing is left. Exits 1 when a check fails, 2 on bad arguments.
+// checks that nothing is left. Exits 1 when a check fails, 2 on bad arguments,
+// 77 when not root.
 //
 //   bench_instances [--count N] [--max M] [--launcher daemon|foreground]
 //                   [--udp-ports distinct|random] [--passt PATH]
@@ -13,7 +14,7 @@
 // binds the guest's source port on the host side, so two passts in one
 // network namespace that see the same port collide.
 //
-// As root it runs in a private network namespace of its own (see
+// It runs as root, in a private network namespace of its own (see
 // soak_support.hpp). RLIMIT_NOFILE's soft limit is raised to the hard one.
 
 // GCC 12 misreads Asio's coroutine frame allocator here (-Wmismatched-new-delete).
@@ -200,15 +201,15 @@ std::string raise_fd_limit() {
          std::to_string(limit.rlim_max) + ")" + (raised ? "" : ", not raised");
 }
 
-template <class Launcher> int run(const settings& s, bool private_netns) {
+template <class Launcher> int run(const settings& s) {
   const std::string limit = raise_fd_limit();
   asio::io_context io;
   udp_echo echo(io);
   const bool icmp = passt_may_ping();
   run_for(io, 10ms);
   const census base = settled_census(io);
-  std::printf("bench_instances: %s, %s launcher, one io_context on one thread, %s network namespace; %s\n",
-              s.passt.c_str(), s.launcher.c_str(), private_netns ? "a private" : "the host's", limit.c_str());
+  std::printf("bench_instances: %s, %s launcher, one io_context on one thread, a private network namespace; %s\n",
+              s.passt.c_str(), s.launcher.c_str(), limit.c_str());
   std::printf("each guest: DHCP, UDP echo via the gateway to 127.0.0.1:%u (%s)%s\n", echo.port(),
               s.distinct_udp_ports ? "a source port of its own" : "random source ports",
               icmp ? ", ICMP echo to the gateway (an identifier of its own)" : "; ICMP not tried (ping sockets refused)");
@@ -304,7 +305,6 @@ int main(int argc, char** argv) {
   if (s.launcher != "daemon" && s.launcher != "foreground") return usage("--launcher takes daemon or foreground");
   if (s.count == 0 || s.max < s.count) return usage("--count must be at least 1 and --max at least --count");
 
-  const bool private_netns = enter_private_netns();
-  return s.launcher == "daemon" ? run<netpasst::daemon_launcher>(s, private_netns)
-                                : run<netpasst::foreground_launcher>(s, private_netns);
+  enter_private_netns("bench_instances");
+  return s.launcher == "daemon" ? run<netpasst::daemon_launcher>(s) : run<netpasst::foreground_launcher>(s);
 }

@@ -4,12 +4,12 @@
 // comes back and traffic passes again, and that descriptors, threads,
 // children, passt processes and RSS at the end equal those after the first
 // start (RSS within a tolerance). Prints the figures; exits 1 when a check
-// fails, 2 on bad arguments.
+// fails, 2 on bad arguments, 77 when not root.
 //
 //   soak_lifecycle [--kills N] [--interval-ms M] [--launcher daemon|foreground|both]
 //                  [--rss-tolerance-kib K] [--passt PATH] [--verbose (a line per kill)]
 //
-// As root it runs in a private network namespace of its own (see
+// It runs as root, in a private network namespace of its own (see
 // soak_support.hpp). Run time is bounded: about N x M ms per launcher, and
 // every wait gives up after 10 s.
 
@@ -32,6 +32,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -350,7 +351,9 @@ void print(const launcher_report& r, const settings& s, bool icmp) {
               static_cast<unsigned long long>(r.failed_launches), static_cast<unsigned long long>(r.guard_counted));
   std::printf("SIGKILL -> link_up ms                  %s\n", latency_line(r.link_up_ms).c_str());
   std::printf("SIGKILL -> new lease ms                %s\n", latency_line(r.lease_ms).c_str());
-  std::printf("  of which link_up -> new lease ms     %s\n", latency_line(r.link_up_to_lease_ms).c_str());
+  const auto slow_leases = std::ranges::count_if(r.link_up_to_lease_ms, [](double ms) { return ms > 50; });
+  std::printf("  of which link_up -> new lease ms     %s; over 50 ms (a DHCP retransmission): %td\n",
+              latency_line(r.link_up_to_lease_ms).c_str(), slow_leases);
   std::printf("SIGKILL -> new lease and UDP echo ms   %s\n", latency_line(r.traffic_back_ms).c_str());
   auto line = [](const char* what, const tally& t) {
     std::printf("%-16s ok %llu  failed %llu  interrupted by a kill %llu\n", what,
@@ -421,15 +424,14 @@ int main(int argc, char** argv) {
   // wander by hundreds of KiB with nothing leaked. A fixed threshold keeps
   // them mapped and unmapped, so RSS at the end compares with RSS at the start.
   if (memory_figures_meaningful) ::mallopt(M_MMAP_THRESHOLD, 128 * 1024);
-  const bool private_netns = enter_private_netns();
+  enter_private_netns("soak_lifecycle");
   asio::io_context io;
   udp_echo echo(io);
   const bool icmp = passt_may_ping();
   const auto config = soak_lifecycle_config(s.interval);
-  std::printf("soak_lifecycle: %s, %s network namespace, guest traffic every %lld ms: DHCP after each link up, UDP "
-              "echo via the gateway to 127.0.0.1:%u%s\n",
-              s.passt.c_str(), private_netns ? "a private" : "the host's",
-              static_cast<long long>(traffic_pace.count()), echo.port(), icmp ? ", ICMP echo to the gateway" : "");
+  std::printf("soak_lifecycle: %s, a private network namespace, guest traffic every %lld ms: DHCP after each link "
+              "up, UDP echo via the gateway to 127.0.0.1:%u%s\n",
+              s.passt.c_str(), static_cast<long long>(traffic_pace.count()), echo.port(), icmp ? ", ICMP echo to the gateway" : "");
   std::printf("restart policy: backoff %lld ms doubling to %lld ms; crash-loop guard: a passt dying within %lld ms "
               "of link up counts as a failed attempt, %u in a row end the lifecycle. A kill every %lld ms leaves "
               "each passt up for about that long minus the restart, so the guard does not trip.\n",

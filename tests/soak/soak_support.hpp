@@ -9,18 +9,20 @@
 #include <asio/ip/udp.hpp>
 
 #include <malloc.h>
+#include <pwd.h>
 #include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <functional>
-#include <pwd.h>
 #include <string>
 #include <vector>
 
@@ -39,18 +41,27 @@ inline std::string default_passt() {
 #endif
 }
 
-/// As root: moves this process into a new network namespace with lo up and a
-/// template interface passt copies: np0 (one end of a veth pair)
-/// 192.0.2.10/24 and 2001:db8::10/64, default routes via 192.0.2.1 and
-/// 2001:db8::1, 192.0.2.1 answering pings on the peer, ping sockets allowed
-/// for every group. Every passt we start then sees the same addresses on any
-/// machine and nothing leaves the namespace. False (and the host's namespace
-/// kept) when not root; exits when the namespace is only half built.
-inline bool enter_private_netns() {
-  if (::geteuid() != 0) return false;
+/// Exit status of a program that could not run here (ctest's SKIP_RETURN_CODE).
+inline constexpr int skipped = 77;
+
+/// Moves this process into a new network namespace with lo up and a template
+/// interface passt copies: np0 (one end of a veth pair) 192.0.2.10/24 and
+/// 2001:db8::10/64, default routes via 192.0.2.1 and 2001:db8::1, 192.0.2.1
+/// answering pings on the peer, ping sockets allowed for every group. Every
+/// passt we start then sees the same addresses on any machine, nothing leaves
+/// the namespace, and the passts in it are ours. Needs root, also for the
+/// census: passt makes itself non-dumpable, so its /proc entries are root's.
+/// Exits with `skipped` when not root or unshare fails, with 2 when the
+/// namespace is only half built.
+inline void enter_private_netns(const char* program) {
+  if (::geteuid() != 0) {
+    std::fprintf(stderr, "%s: skipped: needs root (a private network namespace, and passt's /proc entries)\n",
+                 program);
+    std::exit(skipped);
+  }
   if (::unshare(CLONE_NEWNET) != 0) {
-    std::perror("unshare(CLONE_NEWNET)");
-    return false;
+    std::fprintf(stderr, "%s: skipped: unshare(CLONE_NEWNET): %s\n", program, std::strerror(errno));
+    std::exit(skipped);
   }
   for (const char* command :
        {"ip link set lo up", "ip link add np0 type veth peer name np0peer", "ip link set np0peer up",
@@ -58,12 +69,11 @@ inline bool enter_private_netns() {
         "ip route add default via 192.0.2.1 dev np0", "ip -6 route add default via 2001:db8::1 dev np0",
         "ip addr add 192.0.2.1/32 dev np0peer"}) {
     if (std::system(command) != 0) {
-      std::fprintf(stderr, "private network namespace: '%s' failed\n", command);
+      std::fprintf(stderr, "%s: private network namespace: '%s' failed\n", program, command);
       std::exit(2);
     }
   }
   std::ofstream("/proc/sys/net/ipv4/ping_group_range") << "0 2147483647\n";
-  return true;
 }
 
 /// True when passt, run with default options, may open ping sockets: its
