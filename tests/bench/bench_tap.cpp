@@ -19,8 +19,9 @@
 // Targets (issue 6): guest->host >= host->guest through netpasst, and
 // netpasst >= 1x pasta in each direction. Also printed: TCP retransmissions
 // seen by the sender, the tap's dropped counts, the checksums the tap
-// completed and trusted, and the bridge's counters (frames refused by
-// passt's stream, waits), and the machine's load, since 2-core machines
+// completed and trusted, the bridge's counters (frames refused by passt's
+// stream, waits), the CPU seconds netpasst_tap and passt (or pasta) spend
+// per GB moved in each run, and the machine's load, since 2-core machines
 // shared with other work give noisy figures.
 //
 // Runs as root, in a private network namespace (and mount namespace) shaped
@@ -202,7 +203,34 @@ struct netpasst_guest {
   std::string ns, out;
   int port;
   std::unique_ptr<process> vmm, server;
+  pid_t passt = 0;
 };
+
+/// User plus system CPU seconds `pid` has used so far (0 once it is gone).
+double cpu_seconds(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(in, line);
+  const auto paren = line.rfind(')');
+  if (paren == std::string::npos) return 0;
+  std::istringstream fields(line.substr(paren + 2));
+  std::string field;
+  double user = 0, system = 0;
+  for (int i = 3; i <= 15 && fields >> field; ++i) { // fields 14 and 15: utime, stime
+    if (i == 14) user = std::stod(field);
+    if (i == 15) system = std::stod(field);
+  }
+  return (user + system) / double(::sysconf(_SC_CLK_TCK));
+}
+
+/// The passt pid of the last lease line in `path`.
+pid_t leased_passt(const std::string& path) {
+  pid_t pid = 0;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);)
+    if (line.find("\"lease\"") != std::string::npos) pid = json::parse(line).value("passt_pid", 0);
+  return pid;
+}
 
 json last_counters(const std::string& path) {
   json counters;
@@ -286,6 +314,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "bench_tap: netpasst_tap did not get a lease:\n%s\n", capture("cat " + g.out).c_str());
       return 1;
     }
+    g.passt = leased_passt(g.out);
   }
 
   // pasta in its own namespace, configured by itself; port pasta_port forwarded.
@@ -317,16 +346,20 @@ int main(int argc, char** argv) {
   struct run {
     std::string name, client, host;
     int port;
+    pid_t vmm, passt; // whose CPU time the run costs (vmm 0 for pasta)
   };
   std::vector<run> runs;
   for (const auto& g : guests) {
-    runs.push_back({g.label + " guest->host", "ip netns exec " + g.ns + " ", "192.0.2.1", host_port});
-    runs.push_back({g.label + " host->guest", "", "192.0.2.10", g.port});
-    runs.push_back({g.label + " host(lo)->guest", "", "127.0.0.1", g.port});
+    const pid_t vmm = g.vmm->pid();
+    runs.push_back({g.label + " guest->host", "ip netns exec " + g.ns + " ", "192.0.2.1", host_port, vmm, g.passt});
+    runs.push_back({g.label + " host->guest", "", "192.0.2.10", g.port, vmm, g.passt});
+    runs.push_back({g.label + " host(lo)->guest", "", "127.0.0.1", g.port, vmm, g.passt});
   }
-  runs.push_back({"pasta guest->host", "ip netns exec " + pasta_ns + " ", "192.0.2.1", host_port});
-  runs.push_back({"pasta host->guest", "", "192.0.2.10", pasta_port});
-  runs.push_back({"pasta host(lo)->guest", "", "127.0.0.1", pasta_port});
+  const pid_t pasta_pid = pasta_process.pid();
+  runs.push_back({"pasta guest->host", "ip netns exec " + pasta_ns + " ", "192.0.2.1", host_port, 0, pasta_pid});
+  runs.push_back({"pasta host->guest", "", "192.0.2.10", pasta_port, 0, pasta_pid});
+  runs.push_back({"pasta host(lo)->guest", "", "127.0.0.1", pasta_port, 0, pasta_pid});
+  std::map<std::string, double> vmm_cpu, passt_cpu, gigabytes;
 
   const std::string load_before = loadavg();
   std::map<std::string, std::vector<double>> gbits;
@@ -341,9 +374,15 @@ int main(int argc, char** argv) {
   for (int round = 1; round <= rounds; ++round) {
     std::printf("round %d:", round);
     for (const auto& r : runs) {
+      const double vmm_before = r.vmm ? cpu_seconds(r.vmm) : 0, passt_before = cpu_seconds(r.passt);
       const measurement m = iperf(r.client, r.host, r.port, seconds);
       if (!m.ok) ++failures[r.name];
       else gbits[r.name].push_back(m.gbits), retransmits[r.name] += m.retransmits;
+      if (m.ok) {
+        vmm_cpu[r.name] += r.vmm ? cpu_seconds(r.vmm) - vmm_before : 0;
+        passt_cpu[r.name] += cpu_seconds(r.passt) - passt_before;
+        gigabytes[r.name] += m.gbits * seconds / 8;
+      }
       std::printf("  %s %.2f", r.name.c_str(), m.ok ? m.gbits : -1.0);
       std::fflush(stdout);
     }
@@ -367,6 +406,10 @@ int main(int argc, char** argv) {
                 failed ? (" (" + std::to_string(failed) + " failed)").c_str() : "");
   }
   auto ratio = [](double a, double b) { return b > 0 ? a / b : 0.0; };
+  std::printf("\nCPU seconds per GB moved     netpasst_tap   passt (pasta for pasta's runs)\n");
+  for (const auto& r : runs)
+    std::printf("  %-30s %10.3f %10.3f\n", r.name.c_str(), ratio(vmm_cpu[r.name], gigabytes[r.name]),
+                ratio(passt_cpu[r.name], gigabytes[r.name]));
   auto med = [&](const std::string& name) { return median(gbits[name]); };
   std::printf("\nratios (targets: >= 1.00)\n");
   for (const auto& g : guests) {
