@@ -2,6 +2,7 @@
 //
 //   netpasst_tap --netns NAME [--config FILE] [--passt PATH]
 //                [--launcher daemon|foreground] [--tap IFNAME]
+//                [--no-checksum-offload] [--no-trust-checksums]
 //
 // Creates the namespace NAME if it does not exist, creates a tap (default
 // "tap0") inside it, starts passt through netpasst's lifecycle and bridges
@@ -13,6 +14,13 @@
 // the JSON config (`tcp-ports`, `udp-ports`): they reach the namespace's
 // address. From inside the namespace, the gateway address reaches the
 // host's loopback (passt's default mapping).
+//
+// The tap uses checksum offload (the namespace leaves TCP/UDP checksums to
+// the tap's reader, which completes them before passt gets the frames) and
+// trusts passt's checksums (the namespace does not verify them: passt
+// computes them over data it holds). --no-trust-checksums makes the
+// namespace verify them again; --no-checksum-offload opens a plain tap (and
+// implies the former).
 //
 // Output: one JSON object per line on stdout: `netns` (once set up), every
 // lifecycle event (`starting`, `link_up`, `link_down`, `restarting`,
@@ -62,12 +70,14 @@ struct tap_args {
   std::string passt;
   std::string launcher = "daemon";
   std::string tap = "tap0";
+  bool checksum_offload = true;
+  bool trust_checksums = true;
 };
 
 int usage(const std::string& message) {
   std::fprintf(stderr,
                "netpasst_tap: %s\nusage: netpasst_tap --netns NAME [--config FILE] [--passt PATH] "
-               "[--launcher daemon|foreground] [--tap IFNAME]\n",
+               "[--launcher daemon|foreground] [--tap IFNAME] [--no-checksum-offload] [--no-trust-checksums]\n",
                message.c_str());
   return 2;
 }
@@ -89,6 +99,8 @@ json_line to_json(const netpasst::tap_counters& c) {
           {"frames_dropped_link_down", c.frames_dropped_link_down},
           {"frames_dropped_no_memory", c.frames_dropped_no_memory},
           {"frames_dropped_received", c.frames_dropped_received},
+          {"checksums_completed", c.checksums_completed},
+          {"checksums_trusted", c.checksums_trusted},
           {"sends_would_block", c.sends_would_block},
           {"reads", c.reads},
           {"batches", c.batches}};
@@ -107,13 +119,16 @@ class tap_vmm {
 public:
   tap_vmm(asio::io_context& io, const tap_args& args, netpasst::options opts)
       : io_(io), args_(args), netns_(args.netns), resolv_(args.netns),
-        tap_(io, netpasst::tap_device_options{args.tap, args.netns, -1, std::nullopt}), life_(io, std::move(opts)),
+        tap_(io, netpasst::tap_device_options{args.tap, args.netns, -1, std::nullopt, false}, tap_config(args)),
+        life_(io, std::move(opts)),
         port_(life_), bridge_(tap_, life_), signals_(io, SIGINT, SIGTERM, SIGUSR1), retry_(io) {
     print_line({{"event", "netns"},
                 {"netns", netns_.name()},
                 {"created", netns_.created()},
                 {"tap", tap_.name()},
-                {"mac", netpasst::packet::to_string(tap_.mac())}});
+                {"mac", netpasst::packet::to_string(tap_.mac())},
+                {"checksum_offload", tap_.config().checksum_offload},
+                {"trust_checksums", tap_.config().trust_checksums}});
   }
 
   /// Runs until a signal or a failure; returns the exit status.
@@ -128,6 +143,13 @@ public:
   }
 
 private:
+  static netpasst::tap_transport_config tap_config(const tap_args& args) {
+    netpasst::tap_transport_config config;
+    config.checksum_offload = args.checksum_offload;
+    config.trust_checksums = args.trust_checksums; // passt computes every checksum it sends
+    return config;
+  }
+
   void wait_signal() {
     signals_.async_wait([this](std::error_code ec, int signal) {
       if (ec) return;
@@ -320,6 +342,10 @@ int main(int argc, char** argv) {
     if (a == "-h" || a == "--help") {
       usage("bridges a tap in a network namespace to passt");
       return 0;
+    }
+    if (a == "--no-checksum-offload" || a == "--no-trust-checksums") {
+      (a == "--no-checksum-offload" ? args.checksum_offload : args.trust_checksums) = false;
+      continue;
     }
     std::string* target = a == "--netns"      ? &args.netns
                           : a == "--config"   ? &args.config

@@ -1,8 +1,11 @@
 // TCP throughput between a host and a guest network namespace, both ways,
-// through netpasst_tap (tap -> bridge -> lifecycle -> passt) with default
-// settings, beside pasta (passt's own tap mode) on the same machine, in one
-// run. Rounds are interleaved (netpasst then pasta, each direction in turn)
-// so that noise from other load hits both alike; medians are reported.
+// through netpasst_tap (tap -> bridge -> lifecycle -> passt) beside pasta
+// (passt's own tap mode) on the same machine, in one run. netpasst_tap runs
+// with checksum offload on (its default: the tap completes the namespace's
+// partial checksums, the namespace trusts passt's) and/or off (a plain tap),
+// each in its own namespace. Rounds are interleaved (each netpasst_tap, then
+// pasta, each direction in turn) so that noise from other load hits all
+// alike; medians are reported.
 //
 //   guest->host  iperf3 client in the namespace, server on the host's
 //                127.0.0.1, reached through the gateway address (passt and
@@ -15,18 +18,25 @@
 //
 // Targets (issue 6): guest->host >= host->guest through netpasst, and
 // netpasst >= 1x pasta in each direction. Also printed: TCP retransmissions
-// seen by the sender, the tap's dropped counts and the bridge's counters
-// (frames refused by passt's stream, waits), and the machine's load, since
-// 2-core machines shared with other work give noisy figures.
+// seen by the sender, the tap's dropped counts, the checksums the tap
+// completed and trusted, the bridge's counters (frames refused by passt's
+// stream, waits), the CPU seconds netpasst_tap and passt (or pasta) spend
+// per GB moved in each run, and the machine's load, since 2-core machines
+// shared with other work give noisy figures.
 //
 // Runs as root, in a private network namespace (and mount namespace) shaped
 // like the e2e tests' host: template interface np0 192.0.2.10/24, gateway
 // 192.0.2.1; nothing outside it is touched.
 //
 // Usage: bench_tap [--quick] [--rounds N] [--seconds S] [--passt PATH]
-//                  [--pasta PATH] [--runas-root]
-//   --runas-root  passes runas 0 to passt (an upstream passt needs it to
-//                 write its pidfile when started as root)
+//                  [--pasta PATH] [--runas-root] [--checksums on|off|both]
+//                  [--guest-tcp-rmem "MIN DEFAULT MAX"]
+//   --runas-root      passes runas 0 to passt (an upstream passt needs it to
+//                     write its pidfile when started as root)
+//   --checksums       netpasst_tap with checksum offload, without, or both
+//                     side by side (the default)
+//   --guest-tcp-rmem  sets net.ipv4.tcp_rmem in every guest namespace
+//                     (netpasst's and pasta's) before the rounds
 #include <nlohmann/json.hpp>
 
 #include <fcntl.h>
@@ -45,6 +55,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -186,11 +197,72 @@ bool wait_for_file_line(const std::string& path, const std::string& needle, std:
   return false;
 }
 
+/// One netpasst_tap under test: its namespace, forwarded port and output.
+struct netpasst_guest {
+  std::string label; // "netpasst" (offload on) or "netpasst-plain"
+  std::string ns, out;
+  int port;
+  std::unique_ptr<process> vmm, server;
+  pid_t passt = 0;
+};
+
+/// User plus system CPU seconds `pid` has used so far (0 once it is gone).
+double cpu_seconds(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(in, line);
+  const auto paren = line.rfind(')');
+  if (paren == std::string::npos) return 0;
+  std::istringstream fields(line.substr(paren + 2));
+  std::string field;
+  double user = 0, system = 0;
+  for (int i = 3; i <= 15 && fields >> field; ++i) { // fields 14 and 15: utime, stime
+    if (i == 14) user = std::stod(field);
+    if (i == 15) system = std::stod(field);
+  }
+  return (user + system) / double(::sysconf(_SC_CLK_TCK));
+}
+
+/// The passt pid of the last lease line in `path`.
+pid_t leased_passt(const std::string& path) {
+  pid_t pid = 0;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);)
+    if (line.find("\"lease\"") != std::string::npos) pid = json::parse(line).value("passt_pid", 0);
+  return pid;
+}
+
+json last_counters(const std::string& path) {
+  json counters;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);)
+    if (line.find("\"counters\"") != std::string::npos) counters = json::parse(line);
+  return counters;
+}
+
+void print_counters(const netpasst_guest& g, const json& counters, std::pair<long, long> drops) {
+  std::printf("\n%s: tap tx dropped (guest frames the bridge could not take in time) %ld, tap rx dropped %ld\n",
+              g.label.c_str(), drops.first, drops.second);
+  if (!counters.is_object()) return;
+  const auto& tap = counters["tap"];
+  std::printf("  tap checksums completed %llu, trusted %llu, frames dropped on receipt %llu, sends would block %llu\n",
+              tap.value("checksums_completed", 0ull), tap.value("checksums_trusted", 0ull),
+              tap.value("frames_dropped_received", 0ull), tap.value("sends_would_block", 0ull));
+  for (const char* direction : {"guest_to_passt", "passt_to_guest"}) {
+    const auto& c = counters[direction];
+    std::printf("  bridge %-15s frames %llu, batches %llu, refused %llu, waits %llu, dropped %llu\n", direction,
+                c["frames"].get<unsigned long long>(), c["batches"].get<unsigned long long>(),
+                c["refused"].get<unsigned long long>(), c["waits"].get<unsigned long long>(),
+                c["dropped_invalid"].get<unsigned long long>() + c["dropped_at_end"].get<unsigned long long>());
+  }
+  std::printf("  passt restarts %llu\n", counters["passt"]["restarts"].get<unsigned long long>());
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
   int rounds = 5, seconds = 4;
-  std::string passt = "/usr/bin/passt", pasta = "pasta";
+  std::string passt = "/usr/bin/passt", pasta = "pasta", checksums = "both", guest_tcp_rmem;
   bool runas_root = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -201,9 +273,12 @@ int main(int argc, char** argv) {
     else if (a == "--passt") passt = next();
     else if (a == "--pasta") pasta = next();
     else if (a == "--runas-root") runas_root = true;
-    else {
+    else if (a == "--checksums") checksums = next();
+    else if (a == "--guest-tcp-rmem") guest_tcp_rmem = next();
+    else checksums.clear(); // an unknown argument: the usage below
+    if (checksums != "on" && checksums != "off" && checksums != "both") {
       std::fprintf(stderr, "usage: bench_tap [--quick] [--rounds N] [--seconds S] [--passt PATH] [--pasta PATH] "
-                           "[--runas-root]\n");
+                           "[--runas-root] [--checksums on|off|both] [--guest-tcp-rmem \"MIN DEFAULT MAX\"]\n");
       return 2;
     }
   }
@@ -220,17 +295,26 @@ int main(int argc, char** argv) {
   char dir_template[] = "/tmp/netpasst-bench-tap-XXXXXX";
   if (!::mkdtemp(dir_template)) return 1;
   const std::string dir = dir_template;
-  const std::string np_ns = "bench-netpasst", pasta_ns = "bench-pasta";
-  const int np_port = 5201, pasta_port = 5203, host_port = 5202;
+  const std::string pasta_ns = "bench-pasta";
+  const int pasta_port = 5203, host_port = 5202;
 
-  // netpasst_tap with default settings; port np_port forwarded into its namespace.
-  json config{{"tcp-ports", {std::to_string(np_port)}}};
-  if (runas_root) config["runas"] = "0";
-  std::ofstream(dir + "/config.json") << config.dump();
-  process vmm({NETPASST_TAP, "--netns", np_ns, "--config", dir + "/config.json", "--passt", passt}, dir + "/tap.out");
-  if (!wait_for_file_line(dir + "/tap.out", "\"lease\"", 20s)) {
-    std::fprintf(stderr, "bench_tap: netpasst_tap did not get a lease:\n%s\n", capture("cat " + dir + "/tap.out").c_str());
-    return 1;
+  // netpasst_tap per checksum mode, each with its own namespace and forwarded port.
+  std::vector<netpasst_guest> guests;
+  if (checksums != "off") guests.push_back({"netpasst", "bench-netpasst", dir + "/tap.out", 5201, {}, {}});
+  if (checksums != "on") guests.push_back({"netpasst-plain", "bench-netpasst-plain", dir + "/tap-plain.out", 5204, {}, {}});
+  for (auto& g : guests) {
+    json config{{"tcp-ports", {std::to_string(g.port)}}};
+    if (runas_root) config["runas"] = "0";
+    const std::string config_path = dir + "/config-" + g.label + ".json";
+    std::ofstream(config_path) << config.dump();
+    std::vector<std::string> argv{NETPASST_TAP, "--netns", g.ns, "--config", config_path, "--passt", passt};
+    if (g.label == "netpasst-plain") argv.push_back("--no-checksum-offload");
+    g.vmm = std::make_unique<process>(argv, g.out);
+    if (!wait_for_file_line(g.out, "\"lease\"", 20s)) {
+      std::fprintf(stderr, "bench_tap: netpasst_tap did not get a lease:\n%s\n", capture("cat " + g.out).c_str());
+      return 1;
+    }
+    g.passt = leased_passt(g.out);
   }
 
   // pasta in its own namespace, configured by itself; port pasta_port forwarded.
@@ -240,90 +324,112 @@ int main(int argc, char** argv) {
   for (int i = 0; i < 100 && !sh("ip -n " + pasta_ns + " -4 route show default | grep -q via"); ++i)
     std::this_thread::sleep_for(50ms);
 
+  if (!guest_tcp_rmem.empty()) {
+    std::vector<std::string> namespaces{pasta_ns};
+    for (const auto& g : guests) namespaces.push_back(g.ns);
+    for (const auto& ns : namespaces)
+      if (!sh("ip netns exec " + ns + " sysctl -qw net.ipv4.tcp_rmem='" + guest_tcp_rmem + "'")) {
+        std::fprintf(stderr, "bench_tap: cannot set net.ipv4.tcp_rmem to '%s' in %s\n", guest_tcp_rmem.c_str(),
+                     ns.c_str());
+        return 1;
+      }
+  }
+  const std::string rmem = capture("ip netns exec " + pasta_ns + " sysctl -n net.ipv4.tcp_rmem");
+
   process host_server({"iperf3", "-s", "-B", "127.0.0.1", "-p", std::to_string(host_port)});
-  process np_server({"ip", "netns", "exec", np_ns, "iperf3", "-s", "-p", std::to_string(np_port)});
+  for (auto& g : guests)
+    g.server = std::make_unique<process>(
+        std::vector<std::string>{"ip", "netns", "exec", g.ns, "iperf3", "-s", "-p", std::to_string(g.port)});
   process pasta_server({"ip", "netns", "exec", pasta_ns, "iperf3", "-s", "-p", std::to_string(pasta_port)});
   std::this_thread::sleep_for(500ms);
+
+  struct run {
+    std::string name, client, host;
+    int port;
+    pid_t vmm, passt; // whose CPU time the run costs (vmm 0 for pasta)
+  };
+  std::vector<run> runs;
+  for (const auto& g : guests) {
+    const pid_t vmm = g.vmm->pid();
+    runs.push_back({g.label + " guest->host", "ip netns exec " + g.ns + " ", "192.0.2.1", host_port, vmm, g.passt});
+    runs.push_back({g.label + " host->guest", "", "192.0.2.10", g.port, vmm, g.passt});
+    runs.push_back({g.label + " host(lo)->guest", "", "127.0.0.1", g.port, vmm, g.passt});
+  }
+  const pid_t pasta_pid = pasta_process.pid();
+  runs.push_back({"pasta guest->host", "ip netns exec " + pasta_ns + " ", "192.0.2.1", host_port, 0, pasta_pid});
+  runs.push_back({"pasta host->guest", "", "192.0.2.10", pasta_port, 0, pasta_pid});
+  runs.push_back({"pasta host(lo)->guest", "", "127.0.0.1", pasta_port, 0, pasta_pid});
+  std::map<std::string, double> vmm_cpu, passt_cpu, gigabytes;
 
   const std::string load_before = loadavg();
   std::map<std::string, std::vector<double>> gbits;
   std::map<std::string, long> retransmits;
   std::map<std::string, int> failures;
-  const auto np_drops_before = tap_drops(np_ns, "tap0");
-  std::printf("bench_tap: %d rounds of %d s per direction, passt %s, pasta %s\n", rounds, seconds, passt.c_str(),
-              pasta.c_str());
+  std::vector<std::pair<long, long>> drops_before;
+  for (const auto& g : guests) drops_before.push_back(tap_drops(g.ns, "tap0"));
+  std::printf("bench_tap: %d rounds of %d s per direction, passt %s, pasta %s, checksum offload %s, guest "
+              "net.ipv4.tcp_rmem %s",
+              rounds, seconds, passt.c_str(), pasta.c_str(),
+              checksums == "both" ? "on (netpasst) and off (netpasst-plain)" : checksums.c_str(), rmem.c_str());
   for (int round = 1; round <= rounds; ++round) {
-    struct run {
-      std::string name, client, host;
-      int port;
-    };
-    const run runs[] = {
-        {"netpasst guest->host", "ip netns exec " + np_ns + " ", "192.0.2.1", host_port},
-        {"netpasst host->guest", "", "192.0.2.10", np_port},
-        {"netpasst host(lo)->guest", "", "127.0.0.1", np_port},
-        {"pasta guest->host", "ip netns exec " + pasta_ns + " ", "192.0.2.1", host_port},
-        {"pasta host->guest", "", "192.0.2.10", pasta_port},
-        {"pasta host(lo)->guest", "", "127.0.0.1", pasta_port},
-    };
     std::printf("round %d:", round);
     for (const auto& r : runs) {
+      const double vmm_before = r.vmm ? cpu_seconds(r.vmm) : 0, passt_before = cpu_seconds(r.passt);
       const measurement m = iperf(r.client, r.host, r.port, seconds);
       if (!m.ok) ++failures[r.name];
       else gbits[r.name].push_back(m.gbits), retransmits[r.name] += m.retransmits;
+      if (m.ok) {
+        vmm_cpu[r.name] += r.vmm ? cpu_seconds(r.vmm) - vmm_before : 0;
+        passt_cpu[r.name] += cpu_seconds(r.passt) - passt_before;
+        gigabytes[r.name] += m.gbits * seconds / 8;
+      }
       std::printf("  %s %.2f", r.name.c_str(), m.ok ? m.gbits : -1.0);
       std::fflush(stdout);
     }
     std::printf("\n");
   }
-  const auto np_drops_after = tap_drops(np_ns, "tap0");
-  vmm.signal(SIGUSR1);
+  std::vector<std::pair<long, long>> drops;
+  for (std::size_t i = 0; i < guests.size(); ++i) {
+    const auto after = tap_drops(guests[i].ns, "tap0");
+    drops.push_back({after.first - drops_before[i].first, after.second - drops_before[i].second});
+    guests[i].vmm->signal(SIGUSR1);
+  }
   std::this_thread::sleep_for(300ms);
-  json counters;
-  {
-    std::ifstream in(dir + "/tap.out");
-    for (std::string line; std::getline(in, line);)
-      if (line.find("\"counters\"") != std::string::npos) counters = json::parse(line);
-  }
 
-  std::printf("\n%-26s %8s %8s %8s %6s %12s\n", "Gbit/s", "median", "min", "max", "runs", "retransmits");
-  for (const char* name : {"netpasst guest->host", "netpasst host->guest", "netpasst host(lo)->guest",
-                           "pasta guest->host", "pasta host->guest", "pasta host(lo)->guest"}) {
-    const auto& v = gbits[name];
-    std::printf("%-26s %8.2f %8.2f %8.2f %6zu %12ld%s\n", name, median(v),
+  std::printf("\n%-32s %8s %8s %8s %6s %12s\n", "Gbit/s", "median", "min", "max", "runs", "retransmits");
+  for (const auto& r : runs) {
+    const auto& v = gbits[r.name];
+    const int failed = failures.count(r.name) ? failures[r.name] : 0;
+    std::printf("%-32s %8.2f %8.2f %8.2f %6zu %12ld%s\n", r.name.c_str(), median(v),
                 v.empty() ? 0 : *std::min_element(v.begin(), v.end()),
-                v.empty() ? 0 : *std::max_element(v.begin(), v.end()), v.size(), retransmits[name],
-                failures[name] ? (" (" + std::to_string(failures[name]) + " failed)").c_str() : "");
+                v.empty() ? 0 : *std::max_element(v.begin(), v.end()), v.size(), retransmits[r.name],
+                failed ? (" (" + std::to_string(failed) + " failed)").c_str() : "");
   }
-  const double np_g2h = median(gbits["netpasst guest->host"]), np_h2g = median(gbits["netpasst host->guest"]);
-  const double pa_g2h = median(gbits["pasta guest->host"]), pa_h2g = median(gbits["pasta host->guest"]);
-  const double np_lo = median(gbits["netpasst host(lo)->guest"]), pa_lo = median(gbits["pasta host(lo)->guest"]);
   auto ratio = [](double a, double b) { return b > 0 ? a / b : 0.0; };
+  std::printf("\nCPU seconds per GB moved     netpasst_tap   passt (pasta for pasta's runs)\n");
+  for (const auto& r : runs)
+    std::printf("  %-30s %10.3f %10.3f\n", r.name.c_str(), ratio(vmm_cpu[r.name], gigabytes[r.name]),
+                ratio(passt_cpu[r.name], gigabytes[r.name]));
+  auto med = [&](const std::string& name) { return median(gbits[name]); };
   std::printf("\nratios (targets: >= 1.00)\n");
-  std::printf("  netpasst guest->host / netpasst host->guest       %.2f\n", ratio(np_g2h, np_h2g));
-  std::printf("  netpasst guest->host / pasta guest->host          %.2f\n", ratio(np_g2h, pa_g2h));
-  std::printf("  netpasst host->guest / pasta host->guest          %.2f  (both through their taps)\n",
-              ratio(np_h2g, pa_h2g));
-  std::printf("  netpasst host(lo)->guest / pasta host(lo)->guest  %.2f  (pasta splices, no tap)\n",
-              ratio(np_lo, pa_lo));
-  std::printf("\nnetpasst side: tap tx dropped (guest frames the bridge could not take in time) %ld, "
-              "tap rx dropped %ld\n",
-              np_drops_after.first - np_drops_before.first, np_drops_after.second - np_drops_before.second);
-  if (counters.is_object()) {
-    for (const char* direction : {"guest_to_passt", "passt_to_guest"}) {
-      const auto& c = counters[direction];
-      std::printf("  bridge %-15s frames %llu, batches %llu, refused %llu, waits %llu, dropped %llu\n", direction,
-                  c["frames"].get<unsigned long long>(), c["batches"].get<unsigned long long>(),
-                  c["refused"].get<unsigned long long>(), c["waits"].get<unsigned long long>(),
-                  c["dropped_invalid"].get<unsigned long long>() + c["dropped_at_end"].get<unsigned long long>());
-    }
-    std::printf("  passt restarts %llu\n", counters["passt"]["restarts"].get<unsigned long long>());
+  for (const auto& g : guests) {
+    const std::string& n = g.label;
+    std::printf("  %-58s %.2f\n", (n + " guest->host / " + n + " host->guest").c_str(),
+                ratio(med(n + " guest->host"), med(n + " host->guest")));
+    std::printf("  %-58s %.2f\n", (n + " guest->host / pasta guest->host").c_str(),
+                ratio(med(n + " guest->host"), med("pasta guest->host")));
+    std::printf("  %-58s %.2f  (both through their taps)\n", (n + " host->guest / pasta host->guest").c_str(),
+                ratio(med(n + " host->guest"), med("pasta host->guest")));
+    std::printf("  %-58s %.2f  (pasta splices, no tap)\n", (n + " host(lo)->guest / pasta host(lo)->guest").c_str(),
+                ratio(med(n + " host(lo)->guest"), med("pasta host(lo)->guest")));
   }
+  for (std::size_t i = 0; i < guests.size(); ++i) print_counters(guests[i], last_counters(guests[i].out), drops[i]);
   std::printf("load average (1 min) before %s, after %s, on %u cores\n", load_before.c_str(), loadavg().c_str(),
               std::thread::hardware_concurrency());
 
-  host_server.stop(), np_server.stop(), pasta_server.stop();
+  host_server.stop(), pasta_server.stop();
   pasta_process.stop();
-  vmm.stop(SIGTERM);
+  for (auto& g : guests) g.server->stop(), g.vmm->stop(SIGTERM);
   sh("ip netns delete " + pasta_ns);
   std::filesystem::remove_all(dir);
   return failures.empty() ? 0 : 1;

@@ -6,18 +6,20 @@
 
 // Test seam (see transport/impl/tap.hpp): make chosen writes fail.
 #include <cerrno>
+#include <sys/uio.h>
 #include <unistd.h>
 namespace seam {
 inline int fail_writes_with = 0; // errno for the next write, 0: none
-inline long write(int fd, const void* data, std::size_t size) {
-  if (fail_writes_with != 0) {
-    errno = fail_writes_with;
-    fail_writes_with = 0;
-    return -1;
-  }
-  return ::write(fd, data, size);
+inline bool fail_write() {
+  if (fail_writes_with == 0) return false;
+  errno = fail_writes_with;
+  fail_writes_with = 0;
+  return true;
 }
+inline long write(int fd, const void* data, std::size_t size) { return fail_write() ? -1 : ::write(fd, data, size); }
+inline long writev(int fd, const iovec* parts, int count) { return fail_write() ? -1 : ::writev(fd, parts, count); }
 inline long read(int fd, void* data, std::size_t size) { return ::read(fd, data, size); }
+inline long readv(int fd, const iovec* parts, int count) { return ::readv(fd, parts, count); }
 } // namespace seam
 #define NETPASST_TAP_SYSCALL(name) seam::name
 #include <netpasst/transport/tap.hpp>
@@ -198,6 +200,66 @@ void send_datagrams(int socket, std::uint32_t count, std::size_t size) {
   }
 }
 
+/// A socket of `type` created inside `ns` (it stays there).
+unique_fd socket_in(const named_netns& ns, int type) {
+  std::error_code ec;
+  unique_fd ns_fd = netpasst::detail::open_netns(ns.name, ec);
+  REQUIRE_FALSE(ec);
+  auto socket = netpasst::detail::call_in_netns(
+      ns_fd.get(), [type] { return unique_fd(::socket(AF_INET, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)); }, ec);
+  REQUIRE_FALSE(ec);
+  REQUIRE(*socket);
+  return std::move(*socket);
+}
+
+sockaddr_in socket_address(packet::ipv4_address address, std::uint16_t port) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(address.to_uint());
+  return a;
+}
+
+/// True when `f` is IPv4 carrying TCP or UDP whose checksum verifies, summed
+/// with the guest side's own code (packet.hpp), not the transport's.
+bool transport_checksum_valid(frame f) {
+  std::error_code ec;
+  const auto eth = packet::parse_ethernet(f, ec);
+  if (ec || eth.ether_type != 0x0800) return false;
+  const auto ip = packet::parse_ipv4(eth.payload, ec);
+  if (ec || (ip.protocol != 6 && ip.protocol != 17)) return false;
+  std::byte pseudo[12]{};
+  std::memcpy(pseudo, ip.header.data() + 12, 8);
+  pseudo[9] = std::byte{ip.protocol};
+  pseudo[10] = std::byte(ip.payload.size() >> 8);
+  pseudo[11] = std::byte(ip.payload.size() & 0xff);
+  return packet::checksum_finish(packet::checksum_add(ip.payload, packet::checksum_add(pseudo))) == 0;
+}
+
+/// The IPv4 protocol `f` carries from `from` to `to`, or 0.
+unsigned ipv4_protocol(frame f, packet::ipv4_address from, packet::ipv4_address to) {
+  std::error_code ec;
+  const auto eth = packet::parse_ethernet(f, ec);
+  if (ec || eth.ether_type != 0x0800) return 0;
+  const auto ip = packet::parse_ipv4(eth.payload, ec);
+  return !ec && ip.source == from && ip.destination == to ? ip.protocol : 0;
+}
+
+/// A UDP frame from us to the kernel's address, port 7777, with a correct
+/// checksum or, if `damaged`, one off by one.
+bytes udp_to_kernel(const packet::mac_address& tap_mac, bool damaged) {
+  bytes f(200);
+  const std::string text = "checksum probe";
+  std::memcpy(f.data() + packet::udp_frame_overhead, text.data(), text.size());
+  const std::size_t size =
+      packet::build_udp_frame(f, {our_mac, tap_mac, our_ip, kernel_ip}, 4000, 7777,
+                              std::span<const std::byte>(f).subspan(packet::udp_frame_overhead, text.size()));
+  REQUIRE(size > 0);
+  f.resize(size);
+  if (damaged) f[40] ^= std::byte{1}; // the low byte of the UDP checksum
+  return f;
+}
+
 /// What one async_receive delivered.
 struct received {
   std::optional<std::error_code> ec;
@@ -310,15 +372,15 @@ TEST_CASE("tap: bad inputs are refused with errors that name the problem") {
   refused({"nptap2", "/proc/self/ns/uts", -1, std::nullopt}, std::error_code(EINVAL, std::system_category()),
           "not a network namespace");
 
-  // A descriptor that is not a tap without packet info and virtio-net header.
+  // A descriptor that is not a tap (a tun carries no Ethernet header).
   CHECK_THROWS_AS(tap_transport(io, unique_fd()), std::system_error);
   CHECK_THROWS_AS(tap_transport(io, unique_fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0))), std::system_error);
-  unique_fd vnet(::open("/dev/net/tun", O_RDWR | O_CLOEXEC));
+  unique_fd tun(::open("/dev/net/tun", O_RDWR | O_CLOEXEC));
   ifreq request{};
   std::strcpy(request.ifr_name, "nptap3");
-  request.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
-  REQUIRE(::ioctl(vnet.get(), TUNSETIFF, &request) == 0);
-  CHECK_THROWS_WITH(tap_transport(io, std::move(vnet)), Catch::Contains("IFF_VNET_HDR"));
+  request.ifr_flags = IFF_TUN | IFF_NO_PI;
+  REQUIRE(::ioctl(tun.get(), TUNSETIFF, &request) == 0);
+  CHECK_THROWS_WITH(tap_transport(io, std::move(tun)), Catch::Contains("needs a tap"));
   CHECK(::if_nametoindex("nptap3") == 0); // the refused descriptor was closed
 }
 
@@ -629,4 +691,192 @@ TEST_CASE("tap: use_future, deferred, use_awaitable; the handler's executor and 
     CHECK(on_strand);
     CHECK(counts.allocations > 0);
   }
+}
+
+TEST_CASE("tap: checksum offload: the kernel's partial checksums are completed before frames are handed out") {
+  if (!usable()) return;
+  asio::io_context io;
+  named_netns ns("nptap-csum");
+  tap_transport tap = open_configured_tap(io, ns);
+  CHECK(tap.config().checksum_offload);
+  CHECK_FALSE(tap.config().trust_checksums);
+  const std::size_t size = GENERATE(1, 101, 1472, 60001);
+  INFO("datagram size " << size);
+  unique_fd udp = udp_socket_in(ns);
+  const std::uint32_t count = 20;
+  send_datagrams(udp.get(), count, size);
+  // And a TCP SYN (the kernel leaves its checksum partial too).
+  unique_fd tcp = socket_in(ns, SOCK_STREAM);
+  const sockaddr_in to = socket_address(our_ip, 80);
+  CHECK(::connect(tcp.get(), reinterpret_cast<const sockaddr*>(&to), sizeof to) != 0);
+  std::size_t datagrams = 0, segments = 0, invalid = 0;
+  std::function<void()> receive = [&] {
+    tap.async_receive([&](std::error_code e, frame_batch batch) {
+      REQUIRE_FALSE(e);
+      for (frame f : batch) {
+        const unsigned protocol = ipv4_protocol(f, kernel_ip, our_ip);
+        if (protocol == 17) ++datagrams;
+        if (protocol == 6) ++segments;
+        if ((protocol == 6 || protocol == 17) && !transport_checksum_valid(f)) ++invalid;
+      }
+      if (datagrams < count || segments == 0) receive();
+    });
+  };
+  receive();
+  REQUIRE(run_until(io, [&] { return datagrams == count && segments > 0; }));
+  CHECK(invalid == 0);
+  CHECK(tap.counters().checksums_completed >= count + 1); // the kernel did hand them out partial
+  CHECK(tap.counters().frames_dropped_received == 0);
+}
+
+TEST_CASE("tap: without checksum offload: no virtio-net header, the kernel computes checksums itself") {
+  if (!usable()) return;
+  asio::io_context io;
+  named_netns ns("nptap-nocsum");
+  netpasst::tap_transport_config config;
+  config.checksum_offload = false;
+  config.trust_checksums = true; // not without the header
+  tap_transport tap = open_configured_tap(io, ns, config);
+  CHECK_FALSE(tap.config().checksum_offload);
+  CHECK_FALSE(tap.config().trust_checksums);
+  unique_fd udp = udp_socket_in(ns);
+  send_datagrams(udp.get(), 10, 1001);
+  std::size_t datagrams = 0, invalid = 0;
+  std::function<void()> receive = [&] {
+    tap.async_receive([&](std::error_code e, frame_batch batch) {
+      REQUIRE_FALSE(e);
+      for (frame f : batch)
+        if (ipv4_protocol(f, kernel_ip, our_ip) == 17) ++datagrams, invalid += !transport_checksum_valid(f);
+      if (datagrams < 10) receive();
+    });
+  };
+  receive();
+  REQUIRE(run_until(io, [&] { return datagrams == 10; }));
+  CHECK(invalid == 0);
+  CHECK(tap.counters().checksums_completed == 0);
+  // A frame with a wrong checksum is dropped by the kernel (it verifies).
+  unique_fd server = socket_in(ns, SOCK_DGRAM);
+  const sockaddr_in at = socket_address(kernel_ip, 7777);
+  REQUIRE(::bind(server.get(), reinterpret_cast<const sockaddr*>(&at), sizeof at) == 0);
+  std::error_code ec;
+  REQUIRE(tap.try_send(udp_to_kernel(tap.mac(), true), ec));
+  REQUIRE(tap.try_send(udp_to_kernel(tap.mac(), false), ec));
+  char got[64];
+  for (int i = 0; i < 200 && ::recv(server.get(), got, sizeof got, 0) < 0; ++i) std::this_thread::sleep_for(5ms);
+  CHECK(::recv(server.get(), got, sizeof got, 0) < 0); // only the good one came
+  CHECK(tap.counters().checksums_trusted == 0);
+}
+
+TEST_CASE("tap: a descriptor opened with a virtio-net header is taken: its size is asked, the offload set") {
+  if (!usable()) return;
+  asio::io_context io;
+  named_netns ns("nptap-vnet");
+  const bool offload = GENERATE(true, false);
+  INFO("checksum_offload " << offload);
+  netpasst::tap_device device =
+      netpasst::open_tap_device({"nptap0", ns.name, -1, std::nullopt, /*virtio_net_header=*/true});
+  // The caller chose a 12-byte header and asked for segmentation: the
+  // transport reads the size and keeps only what it does (TUN_F_CSUM).
+  const int header_size = 12;
+  REQUIRE(::ioctl(device.fd.get(), TUNSETVNETHDRSZ, &header_size) == 0);
+  REQUIRE(::ioctl(device.fd.get(), TUNSETOFFLOAD, static_cast<unsigned long>(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)) ==
+          0);
+  netpasst::tap_transport_config config;
+  config.checksum_offload = offload;
+  tap_transport tap(io, std::move(device.fd), config);
+  CHECK(tap.config().checksum_offload == offload);
+  REQUIRE(sh(ns.ip("link set dev nptap0 mtu 65521 up")));
+  REQUIRE(sh(ns.ip("address add 10.77.0.1/24 dev nptap0")));
+  REQUIRE(sh(ns.ip("neigh replace 10.77.0.2 lladdr 02:00:00:00:00:02 dev nptap0 nud permanent")));
+  std::error_code ec;
+  REQUIRE(tap.try_send(arp_request(), ec)); // behind a 12-byte header, or the kernel would not answer
+  unique_fd udp = udp_socket_in(ns);
+  send_datagrams(udp.get(), 10, 60001);
+  bool answered = false;
+  std::vector<long> sequence;
+  std::size_t invalid = 0;
+  std::function<void()> receive = [&] {
+    tap.async_receive([&](std::error_code e, frame_batch batch) {
+      REQUIRE_FALSE(e);
+      for (frame f : batch) {
+        answered = answered || is_arp_reply(f);
+        if (long n = udp_sequence(f); n >= 0) sequence.push_back(n), invalid += !transport_checksum_valid(f);
+      }
+      if (!answered || sequence.size() < 10) receive();
+    });
+  };
+  receive();
+  REQUIRE(run_until(io, [&] { return answered && sequence.size() == 10; }));
+  for (long i = 0; i < 10; ++i) CHECK(sequence[std::size_t(i)] == i);
+  CHECK(invalid == 0);
+  CHECK((tap.counters().checksums_completed > 0) == offload);
+}
+
+TEST_CASE("tap: trusted checksums: the namespace takes TCP/UDP data unverified; untrusted, a bad checksum is dropped") {
+  if (!usable()) return;
+  asio::io_context io;
+  named_netns ns("nptap-trust");
+  const bool trust = GENERATE(true, false);
+  INFO("trust_checksums " << trust);
+  netpasst::tap_transport_config config;
+  config.trust_checksums = trust;
+  tap_transport tap = open_configured_tap(io, ns, config);
+  CHECK(tap.config().trust_checksums == trust);
+  unique_fd server = socket_in(ns, SOCK_DGRAM);
+  const sockaddr_in at = socket_address(kernel_ip, 7777);
+  REQUIRE(::bind(server.get(), reinterpret_cast<const sockaddr*>(&at), sizeof at) == 0);
+  std::error_code ec;
+  REQUIRE(tap.try_send(udp_to_kernel(tap.mac(), true), ec));
+  REQUIRE(tap.try_send(udp_to_kernel(tap.mac(), false), ec));
+  char got[64];
+  int received = 0;
+  for (int i = 0; i < 100; ++i) {
+    const ssize_t n = ::recv(server.get(), got, sizeof got, 0);
+    if (n > 0) {
+      CHECK(std::string(got, std::size_t(n)) == "checksum probe");
+      ++received;
+    } else {
+      std::this_thread::sleep_for(5ms);
+    }
+  }
+  CHECK(received == (trust ? 2 : 1));
+  CHECK(tap.counters().checksums_trusted == (trust ? 2u : 0u));
+  CHECK(tap.counters().frames_sent == 2);
+}
+
+TEST_CASE("tap: a trusted frame the namespace forwards leaves it with a correct checksum") {
+  if (!usable()) return;
+  asio::io_context io;
+  named_netns ns("nptap-forward");
+  netpasst::tap_transport_config config;
+  config.trust_checksums = true;
+  tap_transport tap = open_configured_tap(io, ns, config);
+  // 10.77.0.3 is another host behind the same tap: the namespace routes a
+  // frame from us to it straight back out, TTL one lower, and its checksum
+  // is computed from the pseudo-header sum the trusted frame carried.
+  REQUIRE(sh("ip netns exec " + ns.name + " sysctl -qw net.ipv4.ip_forward=1"));
+  REQUIRE(sh(ns.ip("neigh replace 10.77.0.3 lladdr 02:00:00:00:00:03 dev nptap0 nud permanent")));
+  const packet::ipv4_address other = asio::ip::make_address_v4("10.77.0.3");
+  bytes f(300);
+  const std::string text = "forwarded, odd length";
+  std::memcpy(f.data() + packet::udp_frame_overhead, text.data(), text.size());
+  f.resize(packet::build_udp_frame(f, {our_mac, tap.mac(), our_ip, other}, 4000, 9,
+                                   std::span<const std::byte>(f).subspan(packet::udp_frame_overhead, text.size())));
+  REQUIRE(f.size() > 0);
+  std::error_code ec;
+  REQUIRE(tap.try_send(f, ec));
+  CHECK(tap.counters().checksums_trusted == 1);
+  bool forwarded = false, valid = false;
+  std::function<void()> receive = [&] {
+    tap.async_receive([&](std::error_code e, frame_batch batch) {
+      REQUIRE_FALSE(e);
+      for (frame out : batch)
+        if (ipv4_protocol(out, our_ip, other) == 17) forwarded = true, valid = transport_checksum_valid(out);
+      if (!forwarded) receive();
+    });
+  };
+  receive();
+  REQUIRE(run_until(io, [&] { return forwarded; }));
+  CHECK(valid);
+  CHECK(tap.counters().checksums_completed >= 1); // it left partial, as it came
 }

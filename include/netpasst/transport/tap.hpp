@@ -1,21 +1,22 @@
 #pragma once
 /// @file transport/tap.hpp
 /// `netpasst::basic_tap_transport`: a FrameTransport over a Linux tap device
-/// (`IFF_TAP | IFF_NO_PI`, no virtio-net header), so that the network stack
-/// of a Linux network namespace can stand in for a guest kernel: bridge the
-/// tap to passt (see bridge.hpp) and processes in the namespace talk through
-/// passt as a VM's would.
+/// (`IFF_TAP | IFF_NO_PI`), so that the network stack of a Linux network
+/// namespace can stand in for a guest kernel: bridge the tap to passt (see
+/// bridge.hpp) and processes in the namespace talk through passt as a VM's
+/// would.
 ///
 /// How it moves frames:
 /// - The kernel hands out one frame per `read` and takes one per `write`; a
-///   tap carries no framing of its own.
+///   tap carries no framing of its own beyond the optional virtio-net header.
 /// - Receiving reads frames back to back into the transport's own buffer
 ///   until the tap has no more (`EAGAIN`), the buffer cannot hold another
 ///   frame of the largest size, or `max_batch_frames` were read, and hands
 ///   them out as one `frame_batch` of views into that buffer. Asio waits for
 ///   readiness edge-triggered, so a receive only waits after a read said
 ///   `EAGAIN`; a batch that stopped for room is followed by reads at once.
-/// - Sending writes the frame at once (one `write`; the kernel copies it).
+/// - Sending writes the frame at once (one `write`, a `writev` with the
+///   virtio-net header; the kernel copies it).
 ///   The tap refuses with `EAGAIN` only when its socket send budget is used
 ///   up; `try_send` then refuses with `errc::would_block` and
 ///   `async_wait_writable` waits for the tap to be writable again.
@@ -25,6 +26,32 @@
 ///   would; so are frames the kernel has no memory for. Nothing is dropped
 ///   without being counted.
 /// - No heap allocation after construction, and no copy besides the kernel's.
+///
+/// Checksum offload (`tap_transport_config::checksum_offload`, on by
+/// default): the tap is opened with a virtio-net header (`IFF_VNET_HDR`) and
+/// told that its reader completes checksums (`TUNSETOFFLOAD` with
+/// `TUN_F_CSUM`, no segmentation offload, so no frame exceeds the MTU). The
+/// namespace's stack then leaves TCP and UDP checksums partial and may hand
+/// out data in pages rather than one linear copy, which is what makes a tap
+/// fast. Frames handed out by a receive always carry complete checksums: the
+/// transport computes those the kernel left partial (one pass over the
+/// segment, the work the kernel saved) before the batch is delivered, so the
+/// peer (passt) never sees a partial one. The header never leaves the
+/// transport; frames are plain Ethernet both ways.
+///
+/// Trusted checksums (`tap_transport_config::trust_checksums`, off by
+/// default, needs the offload): the peer's checksums are taken as correct,
+/// and the namespace's stack is spared verifying them. Each TCP or UDP frame
+/// sent (IPv4 not fragmented, or IPv6 with TCP/UDP as the first next header)
+/// goes to the kernel as a frame whose checksum is partial, as a local
+/// sender's would be: the header points at the checksum field and the field
+/// is written with the pseudo-header sum (the frame itself is not modified;
+/// the write gathers around the field). The kernel delivers such data
+/// without checking it, and recomputes a full checksum from the data if the
+/// namespace forwards the frame elsewhere. A frame corrupted before it was
+/// sent therefore reaches its socket undetected: turn this on only for a
+/// peer that computes its checksums itself over data it holds intact, as
+/// passt does for every frame it builds.
 ///
 /// Lifetime of the device: a tap the transport creates exists as long as its
 /// descriptor is open (it is not made persistent), so closing or destroying
@@ -73,6 +100,10 @@ struct tap_device_options {
   /// If set, the interface gets this MAC address; otherwise the kernel's
   /// random one stays.
   std::optional<packet::mac_address> mac;
+  /// Open with a virtio-net header (`IFF_VNET_HDR`, 10 bytes,
+  /// `TUNSETVNETHDRSZ`) and checksum offload (`TUNSETOFFLOAD` with
+  /// `TUN_F_CSUM` only). A tap transport sets this from its config.
+  bool virtio_net_header = false;
 };
 
 /// An open tap device: the descriptor (close-on-exec, non-blocking) and the
@@ -83,7 +114,8 @@ struct tap_device {
 };
 
 /// Opens (creating if needed) the tap `options.name` in the given network
-/// namespace, with `IFF_TAP | IFF_NO_PI` and no virtio-net header.
+/// namespace, with `IFF_TAP | IFF_NO_PI`, and with a virtio-net header and
+/// checksum offload if `options.virtio_net_header` says so.
 ///
 /// A namespace other than the caller's is entered by a short-lived thread
 /// that joins it (`setns`), opens `/dev/net/tun` there (the device belongs
@@ -95,19 +127,31 @@ struct tap_device {
 /// `open` error (`ENOENT`: no such namespace); `EINVAL` from `setns` when the
 /// file is not a network namespace; `EPERM` without CAP_NET_ADMIN; the
 /// `TUNSETIFF` error (`EBUSY` when a non-tap or a tap with other flags has
-/// that name). The throwing form names the step and the inputs.
+/// that name); the `TUNSETVNETHDRSZ`/`TUNSETOFFLOAD` error. The throwing
+/// form names the step and the inputs.
 tap_device open_tap_device(const tap_device_options& options, std::error_code& ec);
 /// Throwing form of `open_tap_device`. @throws std::system_error whose
 /// `what()` names the tap, the namespace and the step that failed.
 tap_device open_tap_device(const tap_device_options& options);
 
-/// Sizes of a tap transport's receive side. Every field has a default.
+/// Sizes of a tap transport's receive side, and its checksum handling.
+/// Every field has a default.
 struct tap_transport_config {
   /// The receive buffer, i.e. what one batch can hold. Raised to at least
   /// 2 x 65536 bytes: a read is only made with room for the largest frame.
   std::size_t receive_buffer_bytes = std::size_t{1} << 20;
   /// The most frames one receive hands out (at least 1).
   std::size_t max_batch_frames = 1024;
+  /// Checksum offload (see the file comment). A tap the transport opens gets
+  /// a virtio-net header when this is set. A descriptor handed in keeps the
+  /// header it was opened with: with one, the transport sets the offload to
+  /// `TUN_F_CSUM` (or none when this is false), replacing any segmentation
+  /// offload; without one, there is no offload and this reads false.
+  bool checksum_offload = true;
+  /// Take the peer's checksums as correct and spare the namespace's stack
+  /// verifying them (see the file comment). Only with a virtio-net header;
+  /// reads false without one.
+  bool trust_checksums = false;
 };
 
 /// What a tap transport has moved, plus what it had to drop.
@@ -119,8 +163,14 @@ struct tap_counters : transport_counters {
   /// for (ENOMEM, ENOBUFS), dropped as a NIC out of buffers would.
   std::uint64_t frames_dropped_no_memory = 0;
   /// Frames read from the tap that no FrameTransport carries (shorter than
-  /// 14 or longer than 65535 bytes), dropped.
+  /// 14 or longer than 65535 bytes), or whose virtio-net header asks for what
+  /// the transport does not do (segmentation, a checksum outside the
+  /// frame), dropped.
   std::uint64_t frames_dropped_received = 0;
+  /// Frames received with a partial checksum, completed by the transport.
+  std::uint64_t checksums_completed = 0;
+  /// Frames sent with their checksum marked partial (`trust_checksums`).
+  std::uint64_t checksums_trusted = 0;
   /// `try_send` refusals with `errc::would_block` (the frame was not taken).
   std::uint64_t sends_would_block = 0;
   /// `read` calls that returned a frame, and batches handed out: their ratio
@@ -163,15 +213,19 @@ public:
     using other = basic_tap_transport<OtherExecutor>;
   };
 
-  /// Opens the tap described by `device` (see `open_tap_device`).
+  /// Opens the tap described by `device` (see `open_tap_device`), with a
+  /// virtio-net header if `config.checksum_offload` is set (whatever
+  /// `device.virtio_net_header` says).
   /// @throws std::system_error naming the tap, the namespace and the step.
   basic_tap_transport(const executor_type& executor, const tap_device_options& device,
                       const tap_transport_config& config = {});
 
   /// Takes ownership of `fd`, an open tap descriptor (`/dev/net/tun` after
-  /// `TUNSETIFF`), and makes it non-blocking and close-on-exec.
-  /// @throws std::system_error if `fd` is empty or not a tap with
-  ///         `IFF_NO_PI` and without `IFF_VNET_HDR` (then `fd` is closed).
+  /// `TUNSETIFF`), and makes it non-blocking and close-on-exec. A virtio-net
+  /// header (`IFF_VNET_HDR`) is detected, its size asked of the kernel
+  /// (`TUNGETVNETHDRSZ`), and the offload set as `config` says.
+  /// @throws std::system_error if `fd` is empty, not a tap with `IFF_NO_PI`,
+  ///         or its offload cannot be set (then `fd` is closed).
   basic_tap_transport(const executor_type& executor, unique_fd fd, const tap_transport_config& config = {});
 
   /// As above, with the execution context's executor.
@@ -199,7 +253,9 @@ public:
   /// The executor given at construction.
   executor_type get_executor() const noexcept;
 
-  /// The configuration in effect (after minimums were applied).
+  /// The configuration in effect (after minimums were applied, and with
+  /// `checksum_offload`/`trust_checksums` false when the tap has no
+  /// virtio-net header).
   const tap_transport_config& config() const noexcept;
 
   /// The interface name (inside the namespace it was opened in).

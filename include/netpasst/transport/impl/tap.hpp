@@ -3,6 +3,7 @@
 
 #include <netpasst/transport/tap.hpp>
 
+#include <netpasst/detail/checksum.hpp>
 #include <netpasst/detail/netns.hpp>
 
 #include <asio/cancellation_type.hpp>
@@ -17,16 +18,18 @@
 #include <net/if_arp.h>
 #include <poll.h>
 #include <sys/ioctl.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <utility>
 
 /// Test seam: how the tap transport names the system calls that move frames
-/// (`read`, `write`). A test may define it before including the header to
-/// count or fake them.
+/// (`read`, `write`, `readv`, `writev`). A test may define it before
+/// including the header to count or fake them.
 #ifndef NETPASST_TAP_SYSCALL
 #define NETPASST_TAP_SYSCALL(name) ::name
 #endif
@@ -36,6 +39,30 @@ namespace netpasst::detail {
 /// A read is only made with room for one byte more than the largest frame,
 /// so that a longer one is seen (and dropped) rather than cut.
 inline constexpr std::size_t tap_read_room = max_frame_size + 1;
+
+/// The virtio-net header (`struct virtio_net_hdr` of the virtio spec; the
+/// kernel's linux/virtio_net.h does not compile as C++), in host byte order
+/// as a tap uses it unless told otherwise (TUNSETVNETLE/BE).
+struct tap_vnet_header {
+  std::uint8_t flags = 0;
+  std::uint8_t gso_type = 0;
+  std::uint16_t header_length = 0;
+  std::uint16_t gso_size = 0;
+  std::uint16_t checksum_start = 0;
+  std::uint16_t checksum_offset = 0;
+};
+static_assert(sizeof(tap_vnet_header) == 10);
+/// `flags`: the checksum is partial (VIRTIO_NET_HDR_F_NEEDS_CSUM).
+inline constexpr std::uint8_t tap_vnet_needs_checksum = 1;
+/// `gso_type`: not a segmentation request (VIRTIO_NET_HDR_GSO_NONE).
+inline constexpr std::uint8_t tap_vnet_gso_none = 0;
+
+/// The virtio-net header a tap the transport opens carries; a descriptor
+/// handed in may carry a longer one (the fields read and written are in its
+/// first 10 bytes).
+inline constexpr std::size_t tap_vnet_header_size = sizeof(tap_vnet_header);
+/// The longest virtio-net header a handed-in descriptor may carry.
+inline constexpr std::size_t tap_max_vnet_header_size = 64;
 
 /// True for a name the kernel takes for an interface: 1..15 bytes, no '/',
 /// ':' or white space, not "." or "..".
@@ -72,8 +99,15 @@ inline tap_open_result open_tap_in_this_netns(const tap_device_options& options)
   if (!fd) return fail("open /dev/net/tun");
   ifreq request;
   fill_ifreq_name(request, options.name);
-  request.ifr_flags = IFF_TAP | IFF_NO_PI;
+  request.ifr_flags = IFF_TAP | IFF_NO_PI | (options.virtio_net_header ? IFF_VNET_HDR : 0);
   if (::ioctl(fd.get(), TUNSETIFF, &request) != 0) return fail("TUNSETIFF");
+  if (options.virtio_net_header) {
+    const int header_size = tap_vnet_header_size;
+    if (::ioctl(fd.get(), TUNSETVNETHDRSZ, &header_size) != 0)
+      return fail("set the virtio-net header size (TUNSETVNETHDRSZ)");
+    if (::ioctl(fd.get(), TUNSETOFFLOAD, static_cast<unsigned long>(TUN_F_CSUM)) != 0)
+      return fail("set the checksum offload (TUNSETOFFLOAD)");
+  }
   r.device.name.assign(request.ifr_name, ::strnlen(request.ifr_name, IFNAMSIZ));
   if (options.mac) {
     ifreq address;
@@ -133,6 +167,11 @@ inline std::string describe_tap(const tap_device_options& options) {
   return s;
 }
 
+inline tap_device_options with_vnet_header(tap_device_options options, bool virtio_net_header) {
+  options.virtio_net_header = virtio_net_header;
+  return options;
+}
+
 inline std::error_code tap_os_error(int e) {
   if (e == EBADFD) return errc::connection_closed; // the interface was deleted
   return {e, std::system_category()};
@@ -150,10 +189,26 @@ public:
     if (::ioctl(fd.get(), TUNGETIFF, &request) != 0)
       throw std::system_error(errno, std::system_category(), "netpasst: tap transport: TUNGETIFF (not a tun/tap?)");
     const auto flags = request.ifr_flags;
-    if ((flags & (IFF_TUN | IFF_TAP)) != IFF_TAP || !(flags & IFF_NO_PI) || (flags & IFF_VNET_HDR))
+    if ((flags & (IFF_TUN | IFF_TAP)) != IFF_TAP || !(flags & IFF_NO_PI))
       throw std::system_error(std::make_error_code(std::errc::invalid_argument),
-                              "netpasst: tap transport needs a tap with IFF_NO_PI and without IFF_VNET_HDR");
+                              "netpasst: tap transport needs a tap with IFF_NO_PI");
     name_.assign(request.ifr_name, ::strnlen(request.ifr_name, IFNAMSIZ));
+    if (flags & IFF_VNET_HDR) {
+      int header_size = 0;
+      if (::ioctl(fd.get(), TUNGETVNETHDRSZ, &header_size) != 0)
+        throw std::system_error(errno, std::system_category(), "netpasst: tap transport: TUNGETVNETHDRSZ");
+      if (header_size < int(tap_vnet_header_size) || header_size > int(tap_max_vnet_header_size))
+        throw std::system_error(std::make_error_code(std::errc::invalid_argument),
+                                "netpasst: tap transport: virtio-net header of " + std::to_string(header_size) +
+                                    " bytes (10 to 64 taken)");
+      const unsigned long offload = config_.checksum_offload ? TUN_F_CSUM : 0;
+      if (::ioctl(fd.get(), TUNSETOFFLOAD, offload) != 0)
+        throw std::system_error(errno, std::system_category(), "netpasst: tap transport: TUNSETOFFLOAD");
+      vnet_header_size_ = std::size_t(header_size);
+    } else {
+      config_.checksum_offload = false;
+    }
+    config_.trust_checksums = config_.trust_checksums && config_.checksum_offload;
     const int status = ::fcntl(fd.get(), F_GETFL);
     if (status < 0 || ::fcntl(fd.get(), F_SETFL, status | O_NONBLOCK) < 0 ||
         ::fcntl(fd.get(), F_SETFD, FD_CLOEXEC) < 0)
@@ -214,7 +269,7 @@ public:
     }
     ec.clear();
     for (;;) {
-      if (NETPASST_TAP_SYSCALL(write)(fd_, f.data(), f.size()) >= 0) {
+      if (write_frame(f) >= 0) {
         ++counters_.frames_sent;
         counters_.bytes_sent += f.size();
         return true;
@@ -247,11 +302,12 @@ public:
     const std::size_t capacity = config_.receive_buffer_bytes;
     std::size_t n = 0, at = 0, bytes = 0;
     while (n < config_.max_batch_frames && capacity - at >= tap_read_room) {
-      const ssize_t got = NETPASST_TAP_SYSCALL(read)(fd_, buffer + at, capacity - at);
+      const ssize_t got = read_frame(buffer + at, capacity - at);
       if (got > 0) {
         ++counters_.reads;
-        const auto size = std::size_t(got);
-        if (size < min_frame_size || size > max_frame_size) {
+        const auto size = std::size_t(got) - std::min(std::size_t(got), vnet_header_size_);
+        if (size < min_frame_size || size > max_frame_size ||
+            !finish_received({buffer + at, size})) {
           ++counters_.frames_dropped_received;
           continue;
         }
@@ -275,9 +331,63 @@ public:
   }
 
 private:
+  /// One frame to the tap, behind a virtio-net header if the tap has one;
+  /// with trusted checksums the header marks the TCP/UDP checksum partial
+  /// and the field goes out as the pseudo-header sum (see the file comment).
+  ssize_t write_frame(frame f) {
+    if (vnet_header_size_ == 0) return NETPASST_TAP_SYSCALL(write)(fd_, f.data(), f.size());
+    std::array<std::byte, tap_max_vnet_header_size> header{};
+    iovec parts[4];
+    parts[0] = {header.data(), vnet_header_size_};
+    std::byte field[2];
+    const auto location = config_.trust_checksums ? locate_transport_checksum(f) : std::nullopt;
+    if (!location) {
+      parts[1] = {const_cast<std::byte*>(f.data()), f.size()};
+      return NETPASST_TAP_SYSCALL(writev)(fd_, parts, 2);
+    }
+    tap_vnet_header fields;
+    fields.flags = tap_vnet_needs_checksum;
+    fields.checksum_start = static_cast<std::uint16_t>(location->start);
+    fields.checksum_offset = static_cast<std::uint16_t>(location->offset);
+    std::memcpy(header.data(), &fields, sizeof fields);
+    const std::size_t at = location->start + location->offset;
+    store_be16(field, location->pseudo_header_sum);
+    parts[1] = {const_cast<std::byte*>(f.data()), at};
+    parts[2] = {field, 2};
+    parts[3] = {const_cast<std::byte*>(f.data()) + at + 2, f.size() - at - 2};
+    const ssize_t written = NETPASST_TAP_SYSCALL(writev)(fd_, parts, 4);
+    if (written >= 0) ++counters_.checksums_trusted;
+    return written;
+  }
+
+  /// One frame from the tap into `into` (room for `room` bytes); with a
+  /// virtio-net header, the header goes to `received_header_` and counts in
+  /// the result.
+  ssize_t read_frame(std::byte* into, std::size_t room) {
+    if (vnet_header_size_ == 0) return NETPASST_TAP_SYSCALL(read)(fd_, into, room);
+    iovec parts[2] = {{received_header_.data(), vnet_header_size_}, {into, room}};
+    return NETPASST_TAP_SYSCALL(readv)(fd_, parts, 2);
+  }
+
+  /// Acts on the virtio-net header of the frame just read into `f` (if the
+  /// tap has one): completes a partial checksum. False for a frame to drop:
+  /// a segmentation request, or a checksum field outside the frame.
+  bool finish_received(std::span<std::byte> f) noexcept {
+    if (vnet_header_size_ == 0) return true;
+    tap_vnet_header fields;
+    std::memcpy(&fields, received_header_.data(), sizeof fields);
+    if (fields.gso_type != tap_vnet_gso_none) return false;
+    if (!(fields.flags & tap_vnet_needs_checksum)) return true;
+    if (!complete_partial_checksum(f, fields.checksum_start, fields.checksum_offset)) return false;
+    ++counters_.checksums_completed;
+    return true;
+  }
+
   tap_transport_config config_;
   asio::posix::basic_stream_descriptor<Executor> descriptor_;
   int fd_ = -1;
+  std::size_t vnet_header_size_ = 0;
+  std::array<std::byte, tap_max_vnet_header_size> received_header_{};
   std::string name_;
   std::error_code error_;
   tap_counters counters_;
@@ -365,7 +475,8 @@ inline tap_device open_tap_device(const tap_device_options& options) {
 template <class Executor>
 basic_tap_transport<Executor>::basic_tap_transport(const executor_type& executor, const tap_device_options& device,
                                                    const tap_transport_config& config)
-    : basic_tap_transport(executor, open_tap_device(device).fd, config) {}
+    : basic_tap_transport(executor, open_tap_device(detail::with_vnet_header(device, config.checksum_offload)).fd,
+                          config) {}
 
 template <class Executor>
 basic_tap_transport<Executor>::basic_tap_transport(const executor_type& executor, unique_fd fd,
