@@ -390,8 +390,11 @@ TEST_CASE("netpasst_tap: HTTP download from the host's loopback and upload throu
     REQUIRE(tap.stop() == 0);
     const json exit = tap.exit_line();
     REQUIRE(exit.is_object());
-    // At least the upload's and the download's data frames (64 KiB at most each).
-    CHECK(exit["guest_to_passt"]["frames"].get<std::uint64_t>() >= blob.size() / 65536);
+    // Both transfers carry their data passt -> guest: at least its frames
+    // (64 KiB at most each). The guest sends the ACKs: about one per two
+    // full segments, fewer when its receive window does not grow (a bound of
+    // exactly one per two segments was missed by a frame now and then).
+    CHECK(exit["guest_to_passt"]["frames"].get<std::uint64_t>() >= blob.size() / 65536 / 4);
     CHECK(exit["passt_to_guest"]["frames"].get<std::uint64_t>() >= blob.size() / 65536);
     CHECK(exit["guest_to_passt"]["dropped_at_end"] == 0);
     CHECK(exit["passt"]["restarts"] == 0);
