@@ -194,7 +194,7 @@ void send_datagrams(int socket, std::uint32_t count, std::size_t size) {
   to.sin_addr.s_addr = htonl(our_ip.to_uint());
   std::vector<char> payload(size, 'x');
   for (std::uint32_t i = 0; i < count; ++i) {
-    std::memcpy(payload.data(), &i, 4);
+    std::memcpy(payload.data(), &i, std::min<std::size_t>(4, size)); // a 1-byte datagram carries part of it
     REQUIRE(::sendto(socket, payload.data(), payload.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to) ==
             ssize_t(size));
   }
