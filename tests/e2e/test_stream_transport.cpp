@@ -13,6 +13,7 @@
 #include <catch2/catch.hpp>
 
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -20,7 +21,9 @@
 #include <array>
 #include <chrono>
 #include <cstring>
+#include <fstream>
 #include <functional>
+#include <sstream>
 #include <optional>
 #include <random>
 #include <vector>
@@ -182,6 +185,45 @@ std::vector<std::size_t> blast_sizes(std::size_t count, unsigned seed) {
   return sizes;
 }
 
+/// This network namespace's IP, ICMP and UDP counters (/proc/net/snmp and
+/// /proc/net/netstat), named "Udp.InDatagrams" and so on, and the softnet
+/// queue drops of all CPUs (/proc/net/softnet_stat, not per namespace).
+std::vector<std::pair<std::string, long long>> udp_counters() {
+  std::vector<std::pair<std::string, long long>> counters;
+  for (const char* file : {"/proc/net/snmp", "/proc/net/netstat"}) {
+    std::ifstream in(file);
+    std::string names, values;
+    while (std::getline(in, names) && std::getline(in, values)) {
+      std::istringstream n(names), v(values);
+      std::string group, name;
+      long long value;
+      n >> group, v >> group;
+      group.pop_back(); // the colon
+      while (n >> name && v >> value) counters.emplace_back(group + "." + name, value);
+    }
+  }
+  std::ifstream softnet("/proc/net/softnet_stat");
+  long long dropped = 0;
+  for (std::string line; std::getline(softnet, line);) {
+    std::istringstream fields(line);
+    std::string processed, drops;
+    fields >> processed >> drops;
+    dropped += std::stoll(drops, nullptr, 16);
+  }
+  counters.emplace_back("softnet.dropped", dropped);
+  return counters;
+}
+
+/// The counters that moved between two readings of udp_counters(), as "name +delta ...".
+std::string udp_counter_changes(const std::vector<std::pair<std::string, long long>>& before,
+                                const std::vector<std::pair<std::string, long long>>& after) {
+  std::string changes;
+  for (std::size_t i = 0; i < before.size() && i < after.size(); ++i)
+    if (after[i].second != before[i].second)
+      changes += " " + after[i].first + " +" + std::to_string(after[i].second - before[i].second);
+  return changes.empty() ? " none" : changes;
+}
+
 struct blast_result {
   std::size_t sent = 0;       // datagrams the transport took
   std::size_t received = 0;   // distinct, intact datagrams the host socket got
@@ -191,6 +233,8 @@ struct blast_result {
   double seconds = 0;
   bool passt_alive = false, link_ok = false;
   std::error_code transport_error;
+  std::string udp_changes; // this namespace's UDP counters that moved during the blast
+  int host_queued_bytes = 0; // left unread in the host socket at the end
 };
 
 /// Gets a lease with mini_guest, then sends `sizes.size()` UDP datagrams from
@@ -222,6 +266,7 @@ blast_result blast(netpasst::stream_write_mode mode, const std::vector<std::size
     ctx.run_one_for(100ms);
   REQUIRE(dhcp_done);
   REQUIRE_FALSE(*dhcp_done);
+  const auto udp_before = udp_counters();
 
   const netpasst::packet::frame_addresses addresses{guest.mac(), lease.server_mac, lease.address, lease.gateway};
   const std::uint64_t sent_before = t.counters().frames_sent; // DHCP's
@@ -232,8 +277,11 @@ blast_result blast(netpasst::stream_write_mode mode, const std::vector<std::size
   std::vector<std::byte> frame_buffer(65536), host_buffer(65536);
   std::size_t next = 0, in_flight_bytes = 0, acknowledged = 0;
   bool waiting_writable = false;
-  auto last_progress = std::chrono::steady_clock::now();
-  const auto start = last_progress;
+  // last_arrival times the throughput; last_activity (a send or an arrival)
+  // ends the blast after 5 s of neither. Filling 100 MB of payload can take
+  // longer than that under a sanitizer, so sending counts as activity.
+  const auto start = std::chrono::steady_clock::now();
+  auto last_arrival = start, last_activity = start;
 
   std::function<void()> pump = [&] {
     std::error_code ec;
@@ -256,12 +304,13 @@ blast_result blast(netpasst::stream_write_mode mode, const std::vector<std::size
       }
       in_flight_bytes += cost(payload);
       ++next;
+      last_activity = std::chrono::steady_clock::now();
     }
   };
   std::function<void()> receive = [&] {
     host.async_receive(asio::buffer(host_buffer), [&](std::error_code ec, std::size_t n) {
       if (ec) return;
-      last_progress = std::chrono::steady_clock::now();
+      last_activity = last_arrival = std::chrono::steady_clock::now();
       const auto seq = check_payload(std::span(host_buffer).first(n));
       if (!seq || *seq >= sizes.size() || sizes[*seq] != n + udp_frame_overhead) {
         ++result.corrupt;
@@ -282,11 +331,13 @@ blast_result blast(netpasst::stream_write_mode mode, const std::vector<std::size
   receive();
   pump();
   while (result.received + result.corrupt < sizes.size() && !result.transport_error &&
-         std::chrono::steady_clock::now() - last_progress < 5s && std::chrono::steady_clock::now() - start < 300s)
+         std::chrono::steady_clock::now() - last_activity < 5s && std::chrono::steady_clock::now() - start < 300s)
     ctx.run_one_for(100ms);
-  result.seconds = std::chrono::duration<double>(last_progress - start).count();
+  result.seconds = std::chrono::duration<double>(last_arrival - start).count();
   result.sent = std::size_t(t.counters().frames_sent - sent_before);
   result.passt_alive = passt.alive();
+  result.udp_changes = udp_counter_changes(udp_before, udp_counters());
+  ::ioctl(host.native_handle(), FIONREAD, &result.host_queued_bytes);
 
   // The link still works: passt answers ARP for the gateway.
   if (t.is_open() && result.passt_alive) {
@@ -304,7 +355,8 @@ void report(const char* mode, const blast_result& r, std::size_t count) {
             << " sent by the transport, " << r.corrupt << " corrupt, " << r.duplicates << " duplicates), "
             << r.payload_bytes / 1e6 << " MB in " << r.seconds << " s = " << r.payload_bytes * 8 / r.seconds / 1e9
             << " Gbit/s; passt " << (r.passt_alive ? "alive" : "DEAD") << ", link "
-            << (r.link_ok ? "answers ARP" : "BROKEN"));
+            << (r.link_ok ? "answers ARP" : "BROKEN") << "; UDP counters:" << r.udp_changes << "; "
+            << r.host_queued_bytes << " bytes left unread");
 }
 
 } // namespace
