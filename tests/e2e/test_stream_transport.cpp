@@ -188,7 +188,7 @@ std::vector<std::size_t> blast_sizes(std::size_t count, unsigned seed) {
 /// This network namespace's IP, ICMP and UDP counters (/proc/net/snmp and
 /// /proc/net/netstat), named "Udp.InDatagrams" and so on, and the softnet
 /// queue drops of all CPUs (/proc/net/softnet_stat, not per namespace).
-std::vector<std::pair<std::string, long long>> udp_counters() {
+std::vector<std::pair<std::string, long long>> network_counters() {
   std::vector<std::pair<std::string, long long>> counters;
   for (const char* file : {"/proc/net/snmp", "/proc/net/netstat"}) {
     std::ifstream in(file);
@@ -214,8 +214,8 @@ std::vector<std::pair<std::string, long long>> udp_counters() {
   return counters;
 }
 
-/// The counters that moved between two readings of udp_counters(), as "name +delta ...".
-std::string udp_counter_changes(const std::vector<std::pair<std::string, long long>>& before,
+/// The counters that moved between two readings of network_counters(), as "name +delta ...".
+std::string counter_changes(const std::vector<std::pair<std::string, long long>>& before,
                                 const std::vector<std::pair<std::string, long long>>& after) {
   std::string changes;
   for (std::size_t i = 0; i < before.size() && i < after.size(); ++i)
@@ -233,8 +233,8 @@ struct blast_result {
   double seconds = 0;
   bool passt_alive = false, link_ok = false;
   std::error_code transport_error;
-  std::string udp_changes; // this namespace's UDP counters that moved during the blast
-  int host_queued_bytes = 0; // left unread in the host socket at the end
+  std::string counter_changes; // the network counters that moved during the blast
+  int host_next_datagram = 0;  // size of the first datagram left unread in the host socket (0: none)
 };
 
 /// Gets a lease with mini_guest, then sends `sizes.size()` UDP datagrams from
@@ -266,7 +266,7 @@ blast_result blast(netpasst::stream_write_mode mode, const std::vector<std::size
     ctx.run_one_for(100ms);
   REQUIRE(dhcp_done);
   REQUIRE_FALSE(*dhcp_done);
-  const auto udp_before = udp_counters();
+  const auto counters_before = network_counters();
 
   const netpasst::packet::frame_addresses addresses{guest.mac(), lease.server_mac, lease.address, lease.gateway};
   const std::uint64_t sent_before = t.counters().frames_sent; // DHCP's
@@ -336,8 +336,8 @@ blast_result blast(netpasst::stream_write_mode mode, const std::vector<std::size
   result.seconds = std::chrono::duration<double>(last_arrival - start).count();
   result.sent = std::size_t(t.counters().frames_sent - sent_before);
   result.passt_alive = passt.alive();
-  result.udp_changes = udp_counter_changes(udp_before, udp_counters());
-  ::ioctl(host.native_handle(), FIONREAD, &result.host_queued_bytes);
+  result.counter_changes = counter_changes(counters_before, network_counters());
+  ::ioctl(host.native_handle(), FIONREAD, &result.host_next_datagram);
 
   // The link still works: passt answers ARP for the gateway.
   if (t.is_open() && result.passt_alive) {
@@ -355,8 +355,8 @@ void report(const char* mode, const blast_result& r, std::size_t count) {
             << " sent by the transport, " << r.corrupt << " corrupt, " << r.duplicates << " duplicates), "
             << r.payload_bytes / 1e6 << " MB in " << r.seconds << " s = " << r.payload_bytes * 8 / r.seconds / 1e9
             << " Gbit/s; passt " << (r.passt_alive ? "alive" : "DEAD") << ", link "
-            << (r.link_ok ? "answers ARP" : "BROKEN") << "; UDP counters:" << r.udp_changes << "; "
-            << r.host_queued_bytes << " bytes left unread");
+            << (r.link_ok ? "answers ARP" : "BROKEN") << "; counters moved:" << r.counter_changes
+            << "; next unread datagram in the host socket: " << r.host_next_datagram << " bytes");
 }
 
 } // namespace
