@@ -16,7 +16,6 @@
 #include <sys/wait.h>
 
 #include <algorithm>
-#include <array>
 #include <cstdlib>
 #include <string_view>
 #include <vector>
@@ -93,22 +92,25 @@ struct process_state : std::enable_shared_from_this<process_state> {
       break;
     }
   }
-  static void read_more(const std::weak_ptr<process_state>& owner, std::shared_ptr<asio::posix::stream_descriptor> r,
-                        std::shared_ptr<std::array<char, 4096>> buffer) {
+  // The reader waits for readiness and reads in its handler, never with
+  // async_read_some: a read that completed but whose handler had not run
+  // when the exit was handled (and the pipe taken back) would lose passt's
+  // last lines, the ones that say why it failed.
+  static void wait_output(const std::weak_ptr<process_state>& owner, std::shared_ptr<asio::posix::stream_descriptor> r) {
     auto& d = *r;
-    d.async_read_some(asio::buffer(*buffer), [owner, r = std::move(r), buffer](std::error_code ec, std::size_t n) mutable {
+    d.async_wait(asio::posix::stream_descriptor::wait_read, [owner, r = std::move(r)](std::error_code ec) mutable {
       auto self = owner.lock();
       if (!self || self->reader != r) return;  // gone, or the pipe moved to another reader
-      if (n) self->consume(buffer->data(), n);
       if (ec) return self->finish_output(), self->reader->close(), void(self->reader.reset());
-      read_more(owner, std::move(r), std::move(buffer));
+      self->drain_now();
+      if (self->reader == r) wait_output(owner, std::move(r));
     });
   }
   /// Drains the stderr pipe on `executor` until EOF.
   void start_drain(const asio::any_io_executor& executor) {
     if (!err_fd) return;
     reader = std::make_shared<asio::posix::stream_descriptor>(executor, err_fd.release());
-    read_more(weak_from_this(), reader, std::make_shared<std::array<char, 4096>>());
+    wait_output(weak_from_this(), reader);
   }
   /// Takes the pipe back from the reader (its pending read is aborted).
   void stop_drain() {
