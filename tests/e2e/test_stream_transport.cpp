@@ -216,7 +216,7 @@ std::vector<std::pair<std::string, long long>> network_counters() {
 
 /// The counters that moved between two readings of network_counters(), as "name +delta ...".
 std::string counter_changes(const std::vector<std::pair<std::string, long long>>& before,
-                                const std::vector<std::pair<std::string, long long>>& after) {
+                            const std::vector<std::pair<std::string, long long>>& after) {
   std::string changes;
   for (std::size_t i = 0; i < before.size() && i < after.size(); ++i)
     if (after[i].second != before[i].second)

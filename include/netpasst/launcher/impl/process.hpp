@@ -112,7 +112,7 @@ struct process_state : std::enable_shared_from_this<process_state> {
     reader = std::make_shared<asio::posix::stream_descriptor>(executor, err_fd.release());
     wait_output(weak_from_this(), reader);
   }
-  /// Takes the pipe back from the reader (its pending read is aborted).
+  /// Takes the pipe back from the reader (its pending wait is aborted).
   void stop_drain() {
     if (!reader) return;
     err_fd.reset(reader->release());
