@@ -30,13 +30,27 @@
 //
 // Usage: bench_tap [--quick] [--rounds N] [--seconds S] [--passt PATH]
 //                  [--pasta PATH] [--runas-root] [--checksums on|off|both]
-//                  [--guest-tcp-rmem "MIN DEFAULT MAX"]
+//                  [--guest-tcp-rmem "MIN DEFAULT MAX"] [--congestion-control NAME]
 //   --runas-root      passes runas 0 to passt (an upstream passt needs it to
 //                     write its pidfile when started as root)
 //   --checksums       netpasst_tap with checksum offload, without, or both
 //                     side by side (the default)
 //   --guest-tcp-rmem  sets net.ipv4.tcp_rmem in every guest namespace
 //                     (netpasst's and pasta's) before the rounds
+//   --congestion-control
+//                     sets net.ipv4.tcp_congestion_control in the private
+//                     host namespace (before anything starts) and in every
+//                     guest namespace (before the rounds). Outside the
+//                     initial namespace Linux lets root pick only the
+//                     algorithms listed in the initial namespace's
+//                     net.ipv4.tcp_allowed_congestion_control; the bench
+//                     does not change that list, it says what to add.
+//
+// The congestion control in use is printed: it moves the figures. With BBR
+// (whose pacing, without the fq qdisc, arms a timer per paced packet) a
+// paced TCP sender costs a timer interrupt per frame; guest->host has two
+// paced senders on its path (the namespace's iperf3 and passt's socket to
+// the host's server), host->guest one (the host's iperf3).
 #include <nlohmann/json.hpp>
 
 #include <fcntl.h>
@@ -104,6 +118,28 @@ bool enter_private_host() {
       return false;
     }
   return true;
+}
+
+std::string trimmed(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+/// Sets the default TCP congestion control in namespace `ns` ("": the
+/// private host). Linux refuses, outside the initial namespace, an algorithm
+/// that the initial namespace does not allow: say which list to extend.
+bool set_congestion_control(const std::string& ns, const std::string& name) {
+  const std::string prefix = ns.empty() ? "" : "ip netns exec " + ns + " ";
+  if (sh(prefix + "sysctl -qw net.ipv4.tcp_congestion_control=" + name)) return true;
+  const std::string allowed = trimmed(capture("sysctl -n net.ipv4.tcp_allowed_congestion_control"));
+  std::fprintf(stderr,
+               "bench_tap: cannot set net.ipv4.tcp_congestion_control to '%s' in %s. Available: %s. Outside the "
+               "initial network namespace only the initial namespace's net.ipv4.tcp_allowed_congestion_control "
+               "('%s') may be set; to allow it: sysctl -w net.ipv4.tcp_allowed_congestion_control='%s %s'\n",
+               name.c_str(), ns.empty() ? "the private host namespace" : ns.c_str(),
+               trimmed(capture("sysctl -n net.ipv4.tcp_available_congestion_control")).c_str(), allowed.c_str(),
+               allowed.c_str(), name.c_str());
+  return false;
 }
 
 /// A background process, killed and reaped at the end.
@@ -262,7 +298,7 @@ void print_counters(const netpasst_guest& g, const json& counters, std::pair<lon
 
 int main(int argc, char** argv) {
   int rounds = 5, seconds = 4;
-  std::string passt = "/usr/bin/passt", pasta = "pasta", checksums = "both", guest_tcp_rmem;
+  std::string passt = "/usr/bin/passt", pasta = "pasta", checksums = "both", guest_tcp_rmem, congestion_control;
   bool runas_root = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -275,10 +311,12 @@ int main(int argc, char** argv) {
     else if (a == "--runas-root") runas_root = true;
     else if (a == "--checksums") checksums = next();
     else if (a == "--guest-tcp-rmem") guest_tcp_rmem = next();
+    else if (a == "--congestion-control") congestion_control = next();
     else checksums.clear(); // an unknown argument: the usage below
     if (checksums != "on" && checksums != "off" && checksums != "both") {
       std::fprintf(stderr, "usage: bench_tap [--quick] [--rounds N] [--seconds S] [--passt PATH] [--pasta PATH] "
-                           "[--runas-root] [--checksums on|off|both] [--guest-tcp-rmem \"MIN DEFAULT MAX\"]\n");
+                           "[--runas-root] [--checksums on|off|both] [--guest-tcp-rmem \"MIN DEFAULT MAX\"] "
+                           "[--congestion-control NAME]\n");
       return 2;
     }
   }
@@ -291,6 +329,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (!enter_private_host()) return 1;
+  if (!congestion_control.empty() && !set_congestion_control("", congestion_control)) return 1;
 
   char dir_template[] = "/tmp/netpasst-bench-tap-XXXXXX";
   if (!::mkdtemp(dir_template)) return 1;
@@ -324,17 +363,19 @@ int main(int argc, char** argv) {
   for (int i = 0; i < 100 && !sh("ip -n " + pasta_ns + " -4 route show default | grep -q via"); ++i)
     std::this_thread::sleep_for(50ms);
 
-  if (!guest_tcp_rmem.empty()) {
-    std::vector<std::string> namespaces{pasta_ns};
-    for (const auto& g : guests) namespaces.push_back(g.ns);
-    for (const auto& ns : namespaces)
-      if (!sh("ip netns exec " + ns + " sysctl -qw net.ipv4.tcp_rmem='" + guest_tcp_rmem + "'")) {
-        std::fprintf(stderr, "bench_tap: cannot set net.ipv4.tcp_rmem to '%s' in %s\n", guest_tcp_rmem.c_str(),
-                     ns.c_str());
-        return 1;
-      }
+  std::vector<std::string> guest_namespaces{pasta_ns};
+  for (const auto& g : guests) guest_namespaces.push_back(g.ns);
+  for (const auto& ns : guest_namespaces) {
+    if (!guest_tcp_rmem.empty() && !sh("ip netns exec " + ns + " sysctl -qw net.ipv4.tcp_rmem='" + guest_tcp_rmem + "'")) {
+      std::fprintf(stderr, "bench_tap: cannot set net.ipv4.tcp_rmem to '%s' in %s\n", guest_tcp_rmem.c_str(),
+                   ns.c_str());
+      return 1;
+    }
+    if (!congestion_control.empty() && !set_congestion_control(ns, congestion_control)) return 1;
   }
   const std::string rmem = capture("ip netns exec " + pasta_ns + " sysctl -n net.ipv4.tcp_rmem");
+  const std::string host_cc = capture("sysctl -n net.ipv4.tcp_congestion_control");
+  const std::string guest_cc = capture("ip netns exec " + pasta_ns + " sysctl -n net.ipv4.tcp_congestion_control");
 
   process host_server({"iperf3", "-s", "-B", "127.0.0.1", "-p", std::to_string(host_port)});
   for (auto& g : guests)
@@ -368,9 +409,10 @@ int main(int argc, char** argv) {
   std::vector<std::pair<long, long>> drops_before;
   for (const auto& g : guests) drops_before.push_back(tap_drops(g.ns, "tap0"));
   std::printf("bench_tap: %d rounds of %d s per direction, passt %s, pasta %s, checksum offload %s, guest "
-              "net.ipv4.tcp_rmem %s",
+              "net.ipv4.tcp_rmem %s\n  TCP congestion control: host %s, guests %s\n",
               rounds, seconds, passt.c_str(), pasta.c_str(),
-              checksums == "both" ? "on (netpasst) and off (netpasst-plain)" : checksums.c_str(), rmem.c_str());
+              checksums == "both" ? "on (netpasst) and off (netpasst-plain)" : checksums.c_str(),
+              trimmed(rmem).c_str(), trimmed(host_cc).c_str(), trimmed(guest_cc).c_str());
   for (int round = 1; round <= rounds; ++round) {
     std::printf("round %d:", round);
     for (const auto& r : runs) {
