@@ -366,7 +366,8 @@ int main(int argc, char** argv) {
   std::vector<std::string> guest_namespaces{pasta_ns};
   for (const auto& g : guests) guest_namespaces.push_back(g.ns);
   for (const auto& ns : guest_namespaces) {
-    if (!guest_tcp_rmem.empty() && !sh("ip netns exec " + ns + " sysctl -qw net.ipv4.tcp_rmem='" + guest_tcp_rmem + "'")) {
+    if (!guest_tcp_rmem.empty() &&
+        !sh("ip netns exec " + ns + " sysctl -qw net.ipv4.tcp_rmem='" + guest_tcp_rmem + "'")) {
       std::fprintf(stderr, "bench_tap: cannot set net.ipv4.tcp_rmem to '%s' in %s\n", guest_tcp_rmem.c_str(),
                    ns.c_str());
       return 1;
