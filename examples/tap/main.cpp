@@ -3,6 +3,7 @@
 //   netpasst_tap --netns NAME [--config FILE] [--passt PATH]
 //                [--launcher daemon|foreground] [--tap IFNAME]
 //                [--no-checksum-offload] [--no-trust-checksums]
+//                [--socket-buffer BYTES]
 //
 // Creates the namespace NAME if it does not exist, creates a tap (default
 // "tap0") inside it, starts passt through netpasst's lifecycle and bridges
@@ -21,6 +22,12 @@
 // computes them over data it holds). --no-trust-checksums makes the
 // namespace verify them again; --no-checksum-offload opens a plain tap (and
 // implies the former).
+//
+// --socket-buffer sets the stream socket's send buffer towards passt
+// (`stream_transport_config::socket_buffer_bytes`, default 4 MiB, kept within
+// 128 KiB..4 MiB). It bounds how much passt reads at once, and so the burst
+// Debian 12's passt writes to a host socket in one sendmsg; see the README's
+// bench_tap figures for what it changes under each TCP congestion control.
 //
 // Output: one JSON object per line on stdout: `netns` (once set up), every
 // lifecycle event (`starting`, `link_up`, `link_down`, `restarting`,
@@ -41,6 +48,8 @@
 #include <netpasst/json.hpp>
 #include <netpasst/launcher/passt_launcher.hpp>
 #include <netpasst/lifecycle.hpp>
+#include <netpasst/session/stream.hpp>
+#include <netpasst/transport/stream.hpp>
 #include <netpasst/transport/tap.hpp>
 
 #include <asio/io_context.hpp>
@@ -51,6 +60,7 @@
 
 #include <signal.h>
 
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -72,12 +82,14 @@ struct tap_args {
   std::string tap = "tap0";
   bool checksum_offload = true;
   bool trust_checksums = true;
+  std::size_t socket_buffer_bytes = netpasst::stream_transport_config{}.socket_buffer_bytes;
 };
 
 int usage(const std::string& message) {
   std::fprintf(stderr,
                "netpasst_tap: %s\nusage: netpasst_tap --netns NAME [--config FILE] [--passt PATH] "
-               "[--launcher daemon|foreground] [--tap IFNAME] [--no-checksum-offload] [--no-trust-checksums]\n",
+               "[--launcher daemon|foreground] [--tap IFNAME] [--no-checksum-offload] [--no-trust-checksums] "
+               "[--socket-buffer BYTES]\n",
                message.c_str());
   return 2;
 }
@@ -120,7 +132,8 @@ public:
   tap_vmm(asio::io_context& io, const tap_args& args, netpasst::options opts)
       : io_(io), args_(args), netns_(args.netns), resolv_(args.netns),
         tap_(io, netpasst::tap_device_options{args.tap, args.netns, -1, std::nullopt, false}, tap_config(args)),
-        life_(io, std::move(opts)),
+        life_(typename Lifecycle::launcher_type(io.get_executor()), std::move(opts), netpasst::lifecycle_config{},
+              netpasst::argv_builder{}, io.get_executor(), stream_config(args)),
         port_(life_), bridge_(tap_, life_), signals_(io, SIGINT, SIGTERM, SIGUSR1), retry_(io) {
     print_line({{"event", "netns"},
                 {"netns", netns_.name()},
@@ -128,7 +141,8 @@ public:
                 {"tap", tap_.name()},
                 {"mac", netpasst::packet::to_string(tap_.mac())},
                 {"checksum_offload", tap_.config().checksum_offload},
-                {"trust_checksums", tap_.config().trust_checksums}});
+                {"trust_checksums", tap_.config().trust_checksums},
+                {"socket_buffer_bytes", args.socket_buffer_bytes}});
   }
 
   /// Runs until a signal or a failure; returns the exit status.
@@ -147,6 +161,14 @@ private:
     netpasst::tap_transport_config config;
     config.checksum_offload = args.checksum_offload;
     config.trust_checksums = args.trust_checksums; // passt computes every checksum it sends
+    return config;
+  }
+
+  /// The stream to passt: its socket send buffer is what passt can read in
+  /// one go, so it bounds each burst passt writes to its host sockets.
+  static netpasst::stream_transport_config stream_config(const tap_args& args) {
+    netpasst::stream_transport_config config;
+    config.socket_buffer_bytes = args.socket_buffer_bytes;
     return config;
   }
 
@@ -345,6 +367,14 @@ int main(int argc, char** argv) {
     }
     if (a == "--no-checksum-offload" || a == "--no-trust-checksums") {
       (a == "--no-checksum-offload" ? args.checksum_offload : args.trust_checksums) = false;
+      continue;
+    }
+    if (a == "--socket-buffer") {
+      if (i + 1 >= argc) return usage("missing value after --socket-buffer");
+      const std::string_view value = argv[++i];
+      const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), args.socket_buffer_bytes);
+      if (ec != std::errc{} || end != value.data() + value.size() || args.socket_buffer_bytes == 0)
+        return usage("--socket-buffer takes a size in bytes above 0, not " + std::string(value));
       continue;
     }
     std::string* target = a == "--netns"      ? &args.netns

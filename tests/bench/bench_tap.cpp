@@ -20,9 +20,10 @@
 // netpasst >= 1x pasta in each direction. Also printed: TCP retransmissions
 // seen by the sender, the tap's dropped counts, the checksums the tap
 // completed and trusted, the bridge's counters (frames refused by passt's
-// stream, waits), the CPU seconds netpasst_tap and passt (or pasta) spend
-// per GB moved in each run, and the machine's load, since 2-core machines
-// shared with other work give noisy figures.
+// stream, waits), the retransmission timeouts the sender's namespace took
+// during the runs (TcpExt TCPTimeouts), the CPU seconds netpasst_tap and
+// passt (or pasta) spend per GB moved in each run, and the machine's load,
+// since 2-core machines shared with other work give noisy figures.
 //
 // Runs as root, in a private network namespace (and mount namespace) shaped
 // like the e2e tests' host: template interface np0 192.0.2.10/24, gateway
@@ -31,6 +32,7 @@
 // Usage: bench_tap [--quick] [--rounds N] [--seconds S] [--passt PATH]
 //                  [--pasta PATH] [--runas-root] [--checksums on|off|both]
 //                  [--guest-tcp-rmem "MIN DEFAULT MAX"] [--congestion-control NAME]
+//                  [--socket-buffers BYTES[,BYTES...]]
 //   --runas-root      passes runas 0 to passt (an upstream passt needs it to
 //                     write its pidfile when started as root)
 //   --checksums       netpasst_tap with checksum offload, without, or both
@@ -45,6 +47,9 @@
 //                     algorithms listed in the initial namespace's
 //                     net.ipv4.tcp_allowed_congestion_control; the bench
 //                     does not change that list, it says what to add.
+//   --socket-buffers  one more netpasst_tap (checksum offload on) per size,
+//                     run with --socket-buffer BYTES (its stream socket's
+//                     send buffer towards passt), labelled netpasst-sbBYTES
 //
 // The congestion control in use is printed: it moves the figures. With BBR
 // (whose pacing, without the fq qdisc, arms a timer per paced packet) a
@@ -235,12 +240,28 @@ bool wait_for_file_line(const std::string& path, const std::string& needle, std:
 
 /// One netpasst_tap under test: its namespace, forwarded port and output.
 struct netpasst_guest {
-  std::string label; // "netpasst" (offload on) or "netpasst-plain"
+  std::string label; // "netpasst" (offload on), "netpasst-plain", "netpasst-sb<BYTES>"
   std::string ns, out;
   int port;
   std::unique_ptr<process> vmm, server;
   pid_t passt = 0;
+  std::string socket_buffer; // netpasst_tap's --socket-buffer, empty: its default
 };
+
+/// The retransmission timeouts TCP has taken so far in namespace `ns`
+/// (TcpExt TCPTimeouts; "" for the current one), -1 if unreadable.
+long tcp_timeouts(const std::string& ns) {
+  std::istringstream in(capture((ns.empty() ? "" : "ip netns exec " + ns + " ") + "cat /proc/net/netstat"));
+  std::string names, values;
+  while (std::getline(in, names) && std::getline(in, values)) {
+    if (names.rfind("TcpExt:", 0) != 0) continue;
+    std::istringstream n(names), v(values);
+    std::string name, value;
+    while (n >> name && v >> value)
+      if (name == "TCPTimeouts") return std::stol(value);
+  }
+  return -1;
+}
 
 /// User plus system CPU seconds `pid` has used so far (0 once it is gone).
 double cpu_seconds(pid_t pid) {
@@ -299,6 +320,7 @@ void print_counters(const netpasst_guest& g, const json& counters, std::pair<lon
 int main(int argc, char** argv) {
   int rounds = 5, seconds = 4;
   std::string passt = "/usr/bin/passt", pasta = "pasta", checksums = "both", guest_tcp_rmem, congestion_control;
+  std::vector<std::string> socket_buffers;
   bool runas_root = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -312,11 +334,18 @@ int main(int argc, char** argv) {
     else if (a == "--checksums") checksums = next();
     else if (a == "--guest-tcp-rmem") guest_tcp_rmem = next();
     else if (a == "--congestion-control") congestion_control = next();
+    else if (a == "--socket-buffers") {
+      std::istringstream list(next());
+      for (std::string size; std::getline(list, size, ',');)
+        if (size.empty() || size.find_first_not_of("0123456789") != std::string::npos) checksums.clear();
+        else socket_buffers.push_back(size);
+      if (socket_buffers.empty()) checksums.clear();
+    }
     else checksums.clear(); // an unknown argument: the usage below
     if (checksums != "on" && checksums != "off" && checksums != "both") {
       std::fprintf(stderr, "usage: bench_tap [--quick] [--rounds N] [--seconds S] [--passt PATH] [--pasta PATH] "
                            "[--runas-root] [--checksums on|off|both] [--guest-tcp-rmem \"MIN DEFAULT MAX\"] "
-                           "[--congestion-control NAME]\n");
+                           "[--congestion-control NAME] [--socket-buffers BYTES[,BYTES...]]\n");
       return 2;
     }
   }
@@ -339,8 +368,13 @@ int main(int argc, char** argv) {
 
   // netpasst_tap per checksum mode, each with its own namespace and forwarded port.
   std::vector<netpasst_guest> guests;
-  if (checksums != "off") guests.push_back({"netpasst", "bench-netpasst", dir + "/tap.out", 5201, {}, {}});
-  if (checksums != "on") guests.push_back({"netpasst-plain", "bench-netpasst-plain", dir + "/tap-plain.out", 5204, {}, {}});
+  if (checksums != "off") guests.push_back({"netpasst", "bench-netpasst", dir + "/tap.out", 5201, {}, {}, 0, {}});
+  if (checksums != "on") guests.push_back({"netpasst-plain", "bench-netpasst-plain", dir + "/tap-plain.out", 5204, {}, {}, 0, {}});
+  for (std::size_t i = 0; i < socket_buffers.size(); ++i) {
+    const std::string label = "netpasst-sb" + socket_buffers[i];
+    guests.push_back({label, "bench-" + label, dir + "/tap-" + label + ".out", 5210 + int(i), {}, {}, 0,
+                      socket_buffers[i]});
+  }
   for (auto& g : guests) {
     json config{{"tcp-ports", {std::to_string(g.port)}}};
     if (runas_root) config["runas"] = "0";
@@ -348,6 +382,7 @@ int main(int argc, char** argv) {
     std::ofstream(config_path) << config.dump();
     std::vector<std::string> argv{NETPASST_TAP, "--netns", g.ns, "--config", config_path, "--passt", passt};
     if (g.label == "netpasst-plain") argv.push_back("--no-checksum-offload");
+    if (!g.socket_buffer.empty()) argv.insert(argv.end(), {"--socket-buffer", g.socket_buffer});
     g.vmm = std::make_unique<process>(argv, g.out);
     if (!wait_for_file_line(g.out, "\"lease\"", 20s)) {
       std::fprintf(stderr, "bench_tap: netpasst_tap did not get a lease:\n%s\n", capture("cat " + g.out).c_str());
@@ -388,24 +423,27 @@ int main(int argc, char** argv) {
   struct run {
     std::string name, client, host;
     int port;
-    pid_t vmm, passt; // whose CPU time the run costs (vmm 0 for pasta)
+    pid_t vmm, passt;      // whose CPU time the run costs (vmm 0 for pasta)
+    std::string client_ns; // where the sender's retransmission timeouts are counted ("" the host)
   };
   std::vector<run> runs;
   for (const auto& g : guests) {
     const pid_t vmm = g.vmm->pid();
-    runs.push_back({g.label + " guest->host", "ip netns exec " + g.ns + " ", "192.0.2.1", host_port, vmm, g.passt});
-    runs.push_back({g.label + " host->guest", "", "192.0.2.10", g.port, vmm, g.passt});
-    runs.push_back({g.label + " host(lo)->guest", "", "127.0.0.1", g.port, vmm, g.passt});
+    runs.push_back(
+        {g.label + " guest->host", "ip netns exec " + g.ns + " ", "192.0.2.1", host_port, vmm, g.passt, g.ns});
+    runs.push_back({g.label + " host->guest", "", "192.0.2.10", g.port, vmm, g.passt, ""});
+    runs.push_back({g.label + " host(lo)->guest", "", "127.0.0.1", g.port, vmm, g.passt, ""});
   }
   const pid_t pasta_pid = pasta_process.pid();
-  runs.push_back({"pasta guest->host", "ip netns exec " + pasta_ns + " ", "192.0.2.1", host_port, 0, pasta_pid});
-  runs.push_back({"pasta host->guest", "", "192.0.2.10", pasta_port, 0, pasta_pid});
-  runs.push_back({"pasta host(lo)->guest", "", "127.0.0.1", pasta_port, 0, pasta_pid});
+  runs.push_back(
+      {"pasta guest->host", "ip netns exec " + pasta_ns + " ", "192.0.2.1", host_port, 0, pasta_pid, pasta_ns});
+  runs.push_back({"pasta host->guest", "", "192.0.2.10", pasta_port, 0, pasta_pid, ""});
+  runs.push_back({"pasta host(lo)->guest", "", "127.0.0.1", pasta_port, 0, pasta_pid, ""});
   std::map<std::string, double> vmm_cpu, passt_cpu, gigabytes;
 
   const std::string load_before = loadavg();
   std::map<std::string, std::vector<double>> gbits;
-  std::map<std::string, long> retransmits;
+  std::map<std::string, long> retransmits, timeouts;
   std::map<std::string, int> failures;
   std::vector<std::pair<long, long>> drops_before;
   for (const auto& g : guests) drops_before.push_back(tap_drops(g.ns, "tap0"));
@@ -418,7 +456,9 @@ int main(int argc, char** argv) {
     std::printf("round %d:", round);
     for (const auto& r : runs) {
       const double vmm_before = r.vmm ? cpu_seconds(r.vmm) : 0, passt_before = cpu_seconds(r.passt);
+      const long timeouts_before = tcp_timeouts(r.client_ns);
       const measurement m = iperf(r.client, r.host, r.port, seconds);
+      timeouts[r.name] += tcp_timeouts(r.client_ns) - timeouts_before;
       if (!m.ok) ++failures[r.name];
       else gbits[r.name].push_back(m.gbits), retransmits[r.name] += m.retransmits;
       if (m.ok) {
@@ -439,14 +479,15 @@ int main(int argc, char** argv) {
   }
   std::this_thread::sleep_for(300ms);
 
-  std::printf("\n%-32s %8s %8s %8s %6s %12s\n", "Gbit/s", "median", "min", "max", "runs", "retransmits");
+  std::printf("\n%-32s %8s %8s %8s %6s %12s %9s\n", "Gbit/s", "median", "min", "max", "runs", "retransmits",
+              "timeouts");
   for (const auto& r : runs) {
     const auto& v = gbits[r.name];
     const int failed = failures.count(r.name) ? failures[r.name] : 0;
-    std::printf("%-32s %8.2f %8.2f %8.2f %6zu %12ld%s\n", r.name.c_str(), median(v),
+    std::printf("%-32s %8.2f %8.2f %8.2f %6zu %12ld %9ld%s\n", r.name.c_str(), median(v),
                 v.empty() ? 0 : *std::min_element(v.begin(), v.end()),
                 v.empty() ? 0 : *std::max_element(v.begin(), v.end()), v.size(), retransmits[r.name],
-                failed ? (" (" + std::to_string(failed) + " failed)").c_str() : "");
+                timeouts[r.name], failed ? (" (" + std::to_string(failed) + " failed)").c_str() : "");
   }
   auto ratio = [](double a, double b) { return b > 0 ? a / b : 0.0; };
   std::printf("\nCPU seconds per GB moved     netpasst_tap   passt (pasta for pasta's runs)\n");
