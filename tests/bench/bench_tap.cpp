@@ -92,6 +92,9 @@ namespace {
 using namespace std::chrono_literals;
 using json = nlohmann::json;
 
+/// The prefix that runs a command in namespace `ns` ("" for the current one).
+std::string in_netns(const std::string& ns) { return ns.empty() ? "" : "ip netns exec " + ns + " "; }
+
 bool sh(const std::string& command) { return std::system((command + " >/dev/null 2>&1").c_str()) == 0; }
 
 std::string capture(const std::string& command) {
@@ -134,7 +137,7 @@ std::string trimmed(std::string s) {
 /// private host). Linux refuses, outside the initial namespace, an algorithm
 /// that the initial namespace does not allow: say which list to extend.
 bool set_congestion_control(const std::string& ns, const std::string& name) {
-  const std::string prefix = ns.empty() ? "" : "ip netns exec " + ns + " ";
+  const std::string prefix = in_netns(ns);
   if (sh(prefix + "sysctl -qw net.ipv4.tcp_congestion_control=" + name)) return true;
   const std::string allowed = trimmed(capture("sysctl -n net.ipv4.tcp_allowed_congestion_control"));
   std::fprintf(stderr,
@@ -251,7 +254,7 @@ struct netpasst_guest {
 /// The retransmission timeouts TCP has taken so far in namespace `ns`
 /// (TcpExt TCPTimeouts; "" for the current one), -1 if unreadable.
 long tcp_timeouts(const std::string& ns) {
-  std::istringstream in(capture((ns.empty() ? "" : "ip netns exec " + ns + " ") + "cat /proc/net/netstat"));
+  std::istringstream in(capture(in_netns(ns) + "cat /proc/net/netstat"));
   std::string names, values;
   while (std::getline(in, names) && std::getline(in, values)) {
     if (names.rfind("TcpExt:", 0) != 0) continue;
@@ -421,24 +424,21 @@ int main(int argc, char** argv) {
   std::this_thread::sleep_for(500ms);
 
   struct run {
-    std::string name, client, host;
+    std::string name, client_ns, host; // client_ns: where iperf3's client runs ("" the host)
     int port;
-    pid_t vmm, passt;      // whose CPU time the run costs (vmm 0 for pasta)
-    std::string client_ns; // where the sender's retransmission timeouts are counted ("" the host)
+    pid_t vmm, passt; // whose CPU time the run costs (vmm 0 for pasta)
   };
   std::vector<run> runs;
   for (const auto& g : guests) {
     const pid_t vmm = g.vmm->pid();
-    runs.push_back(
-        {g.label + " guest->host", "ip netns exec " + g.ns + " ", "192.0.2.1", host_port, vmm, g.passt, g.ns});
-    runs.push_back({g.label + " host->guest", "", "192.0.2.10", g.port, vmm, g.passt, ""});
-    runs.push_back({g.label + " host(lo)->guest", "", "127.0.0.1", g.port, vmm, g.passt, ""});
+    runs.push_back({g.label + " guest->host", g.ns, "192.0.2.1", host_port, vmm, g.passt});
+    runs.push_back({g.label + " host->guest", "", "192.0.2.10", g.port, vmm, g.passt});
+    runs.push_back({g.label + " host(lo)->guest", "", "127.0.0.1", g.port, vmm, g.passt});
   }
   const pid_t pasta_pid = pasta_process.pid();
-  runs.push_back(
-      {"pasta guest->host", "ip netns exec " + pasta_ns + " ", "192.0.2.1", host_port, 0, pasta_pid, pasta_ns});
-  runs.push_back({"pasta host->guest", "", "192.0.2.10", pasta_port, 0, pasta_pid, ""});
-  runs.push_back({"pasta host(lo)->guest", "", "127.0.0.1", pasta_port, 0, pasta_pid, ""});
+  runs.push_back({"pasta guest->host", pasta_ns, "192.0.2.1", host_port, 0, pasta_pid});
+  runs.push_back({"pasta host->guest", "", "192.0.2.10", pasta_port, 0, pasta_pid});
+  runs.push_back({"pasta host(lo)->guest", "", "127.0.0.1", pasta_port, 0, pasta_pid});
   std::map<std::string, double> vmm_cpu, passt_cpu, gigabytes;
 
   const std::string load_before = loadavg();
@@ -457,7 +457,7 @@ int main(int argc, char** argv) {
     for (const auto& r : runs) {
       const double vmm_before = r.vmm ? cpu_seconds(r.vmm) : 0, passt_before = cpu_seconds(r.passt);
       const long timeouts_before = tcp_timeouts(r.client_ns);
-      const measurement m = iperf(r.client, r.host, r.port, seconds);
+      const measurement m = iperf(in_netns(r.client_ns), r.host, r.port, seconds);
       timeouts[r.name] += tcp_timeouts(r.client_ns) - timeouts_before;
       if (!m.ok) ++failures[r.name];
       else gbits[r.name].push_back(m.gbits), retransmits[r.name] += m.retransmits;
