@@ -324,7 +324,7 @@ int main(int argc, char** argv) {
   int rounds = 5, seconds = 4;
   std::string passt = "/usr/bin/passt", pasta = "pasta", checksums = "both", guest_tcp_rmem, congestion_control;
   std::vector<std::string> socket_buffers;
-  bool runas_root = false;
+  bool runas_root = false, bad_usage = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
@@ -340,12 +340,12 @@ int main(int argc, char** argv) {
     else if (a == "--socket-buffers") {
       std::istringstream list(next());
       for (std::string size; std::getline(list, size, ',');)
-        if (size.empty() || size.find_first_not_of("0123456789") != std::string::npos) checksums.clear();
+        if (size.empty() || size.find_first_not_of("0123456789") != std::string::npos) bad_usage = true;
         else socket_buffers.push_back(size);
-      if (socket_buffers.empty()) checksums.clear();
+      bad_usage |= socket_buffers.empty();
     }
-    else checksums.clear(); // an unknown argument: the usage below
-    if (checksums != "on" && checksums != "off" && checksums != "both") {
+    else bad_usage = true;
+    if (bad_usage || (checksums != "on" && checksums != "off" && checksums != "both")) {
       std::fprintf(stderr, "usage: bench_tap [--quick] [--rounds N] [--seconds S] [--passt PATH] [--pasta PATH] "
                            "[--runas-root] [--checksums on|off|both] [--guest-tcp-rmem \"MIN DEFAULT MAX\"] "
                            "[--congestion-control NAME] [--socket-buffers BYTES[,BYTES...]]\n");
@@ -458,7 +458,8 @@ int main(int argc, char** argv) {
       const double vmm_before = r.vmm ? cpu_seconds(r.vmm) : 0, passt_before = cpu_seconds(r.passt);
       const long timeouts_before = tcp_timeouts(r.client_ns);
       const measurement m = iperf(in_netns(r.client_ns), r.host, r.port, seconds);
-      timeouts[r.name] += tcp_timeouts(r.client_ns) - timeouts_before;
+      if (const long after = tcp_timeouts(r.client_ns); timeouts_before >= 0 && after >= 0)
+        timeouts[r.name] += after - timeouts_before;
       if (!m.ok) ++failures[r.name];
       else gbits[r.name].push_back(m.gbits), retransmits[r.name] += m.retransmits;
       if (m.ok) {
