@@ -1,0 +1,197 @@
+// vhost_user_transport against real vhost-user backends: DPDK's testpmd (its
+// vhost PMD, echoing every frame back with the MAC addresses swapped) and,
+// when NETPASST_TEST_VHOST_PASST names one, a passt built with --vhost-user.
+#include <netpasst/transport/vhost_user.hpp>
+
+#include "../common/test_support.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <asio/io_context.hpp>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern char** environ;
+
+namespace {
+
+using namespace std::chrono_literals;
+using netpasst::frame;
+using netpasst::frame_batch;
+
+/// A child process, killed and reaped when it goes out of scope.
+struct child_process {
+  pid_t pid = -1;
+  explicit child_process(const std::vector<std::string>& argv, const std::string& output) {
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, 1, output.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&actions, 1, 2);
+    if (posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ) != 0) pid = -1;
+    posix_spawn_file_actions_destroy(&actions);
+  }
+  ~child_process() {
+    if (pid <= 0) return;
+    ::kill(pid, SIGTERM);
+    for (int i = 0; i < 100; ++i) {
+      if (::waitpid(pid, nullptr, WNOHANG) == pid) return;
+      std::this_thread::sleep_for(20ms);
+    }
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+  }
+};
+
+std::string find_program(const char* name) {
+  for (const char* dir : {"/usr/bin", "/usr/local/bin", "/usr/sbin"}) {
+    const std::string path = std::string(dir) + "/" + name;
+    if (::access(path.c_str(), X_OK) == 0) return path;
+  }
+  return {};
+}
+
+/// Connects to a listening unix socket, retrying while the server starts.
+netpasst::unique_fd connect_unix(const std::string& path, std::chrono::milliseconds patience) {
+  const auto deadline = std::chrono::steady_clock::now() + patience;
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
+  while (std::chrono::steady_clock::now() < deadline) {
+    netpasst::unique_fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) == 0) return fd;
+    std::this_thread::sleep_for(50ms);
+  }
+  return {};
+}
+
+/// A frame of `size` bytes from a to b, its payload numbered by `sequence`.
+std::vector<std::byte> make_frame(std::size_t size, std::uint32_t sequence) {
+  std::vector<std::byte> f(size);
+  const std::uint8_t destination[6] = {0x02, 0, 0, 0, 0, 0xbb}, source[6] = {0x02, 0, 0, 0, 0, 0xaa};
+  std::memcpy(f.data(), destination, 6);
+  std::memcpy(f.data() + 6, source, 6);
+  f[12] = std::byte{0x88}, f[13] = std::byte{0xb5}; // local experimental EtherType
+  for (std::size_t i = 14; i < size; ++i) f[i] = std::byte(std::uint8_t(sequence * 31 + i));
+  return f;
+}
+
+/// Whether `echoed` is `sent` with the two MAC addresses swapped.
+bool is_swapped_echo(frame echoed, const std::vector<std::byte>& sent) {
+  return echoed.size() == sent.size() && std::memcmp(echoed.data(), sent.data() + 6, 6) == 0 &&
+         std::memcmp(echoed.data() + 6, sent.data(), 6) == 0 &&
+         std::memcmp(echoed.data() + 12, sent.data() + 12, sent.size() - 12) == 0;
+}
+
+struct testpmd_backend {
+  std::filesystem::path directory;
+  std::string socket_path;
+  std::unique_ptr<child_process> process;
+
+  testpmd_backend() {
+    directory = std::filesystem::temp_directory_path() / ("netpasst-testpmd-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(directory);
+    socket_path = (directory / "vhost.sock").string();
+    const std::string prefix = "netpasst" + std::to_string(::getpid());
+    process = std::make_unique<child_process>(
+        std::vector<std::string>{find_program("dpdk-testpmd"), "-l", "0-1", "--no-huge", "-m", "512", "--no-pci",
+                                 "--no-shconf", "--file-prefix", prefix, "--vdev",
+                                 "net_vhost0,iface=" + socket_path + ",client=0", "--", "--total-num-mbufs=16384",
+                                 "--forward-mode=macswap", "--port-topology=loop", "--auto-start",
+                                 "--stats-period", "60", "--nb-cores=1"},
+        (directory / "testpmd.out").string());
+  }
+  ~testpmd_backend() {
+    process.reset();
+    std::error_code ignored;
+    std::filesystem::remove_all(directory, ignored);
+  }
+};
+
+} // namespace
+
+TEST_CASE("vhost-user transport: frames of every size make the round trip through testpmd") {
+  if (find_program("dpdk-testpmd").empty()) {
+    WARN("dpdk-testpmd is not installed (package dpdk-dev): skipped");
+    return;
+  }
+  testpmd_backend backend;
+  REQUIRE(backend.process->pid > 0);
+  netpasst::unique_fd socket = connect_unix(backend.socket_path, 20s);
+  REQUIRE(socket);
+
+  asio::io_context io;
+  netpasst::vhost_user_transport transport(io, std::move(socket), {.queue_size = 64});
+  std::error_code ec;
+  transport.handshake(ec);
+  INFO(ec.message());
+  REQUIRE_FALSE(ec);
+  CHECK(transport.is_open());
+  CHECK((transport.negotiation().acked_features >> 32 & 1) == 1);
+
+  // Sizes from the smallest frame to the largest, more than the queue holds.
+  std::vector<std::vector<std::byte>> sent;
+  for (std::size_t size : {14, 15, 60, 64, 1514, 1515, 4096, 9000, 32768, 65534, 65535})
+    for (int copy = 0; copy < 3; ++copy) sent.push_back(make_frame(size, std::uint32_t(sent.size())));
+  for (int i = 0; i < 200; ++i) sent.push_back(make_frame(64 + std::size_t(i) * 317 % 9000, std::uint32_t(sent.size())));
+
+  // testpmd drops what finds no free receive buffer, as a NIC would: keep
+  // fewer frames in flight than the receive queue holds.
+  const std::size_t window = 32;
+  std::size_t next_to_send = 0, received = 0, mismatches = 0;
+  std::function<void()> send_more = [&] {
+    while (next_to_send < sent.size() && next_to_send < received + window) {
+      std::error_code send_error;
+      const frame f(sent[next_to_send].data(), sent[next_to_send].size());
+      if (transport.try_send(f, send_error)) {
+        ++next_to_send;
+        continue;
+      }
+      REQUIRE(send_error == netpasst::errc::would_block);
+      transport.async_wait_writable([&](std::error_code wait_error) {
+        REQUIRE_FALSE(wait_error);
+        send_more();
+      });
+      return;
+    }
+  };
+  std::function<void(std::error_code, frame_batch)> on_receive = [&](std::error_code receive_error, frame_batch batch) {
+    REQUIRE_FALSE(receive_error);
+    for (frame f : batch) {
+      if (received < sent.size() && !is_swapped_echo(f, sent[received])) ++mismatches;
+      ++received;
+    }
+    if (received < sent.size()) transport.async_receive(on_receive);
+    send_more();
+  };
+  transport.async_receive(on_receive);
+  send_more();
+  const bool done = netpasst::test::run_until(io, [&] { return received >= sent.size(); }, 20s);
+  const auto c = transport.counters();
+  INFO("sent " << c.frames_sent << " would_block " << c.sends_would_block << " kicks " << c.kicks << " suppressed "
+               << c.kicks_suppressed << " batches " << c.batches << " next_to_send " << next_to_send);
+  CHECK(done);
+  CHECK(received == sent.size());
+  CHECK(mismatches == 0);
+  const auto counters = transport.counters();
+  CHECK(counters.frames_sent == sent.size());
+  CHECK(counters.frames_received == received);
+  CHECK(counters.frames_dropped_received == 0);
+}
