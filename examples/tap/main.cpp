@@ -48,6 +48,7 @@
 #include <netpasst/json.hpp>
 #include <netpasst/launcher/passt_launcher.hpp>
 #include <netpasst/lifecycle.hpp>
+#include <netpasst/session/vhost_user.hpp>
 #include <netpasst/session/stream.hpp>
 #include <netpasst/transport/stream.hpp>
 #include <netpasst/transport/tap.hpp>
@@ -80,6 +81,7 @@ struct tap_args {
   std::string passt;
   std::string launcher = "daemon";
   std::string tap = "tap0";
+  std::string transport = "stream";
   bool checksum_offload = true;
   bool trust_checksums = true;
   std::size_t socket_buffer_bytes = netpasst::stream_transport_config{}.socket_buffer_bytes;
@@ -89,7 +91,7 @@ int usage(const std::string& message) {
   std::fprintf(stderr,
                "netpasst_tap: %s\nusage: netpasst_tap --netns NAME [--config FILE] [--passt PATH] "
                "[--launcher daemon|foreground] [--tap IFNAME] [--no-checksum-offload] [--no-trust-checksums] "
-               "[--socket-buffer BYTES]\n",
+               "[--socket-buffer BYTES] [--transport stream|vhost-user]\n",
                message.c_str());
   return 2;
 }
@@ -133,7 +135,7 @@ public:
       : io_(io), args_(args), netns_(args.netns), resolv_(args.netns),
         tap_(io, netpasst::tap_device_options{args.tap, args.netns, -1, std::nullopt, false}, tap_config(args)),
         life_(typename Lifecycle::launcher_type(io.get_executor()), std::move(opts), netpasst::lifecycle_config{},
-              netpasst::argv_builder{}, io.get_executor(), stream_config(args)),
+              netpasst::argv_builder{}, io.get_executor(), session_config(args)),
         port_(life_), bridge_(tap_, life_), signals_(io, SIGINT, SIGTERM, SIGUSR1), retry_(io) {
     print_line({{"event", "netns"},
                 {"netns", netns_.name()},
@@ -142,6 +144,7 @@ public:
                 {"mac", netpasst::packet::to_string(tap_.mac())},
                 {"checksum_offload", tap_.config().checksum_offload},
                 {"trust_checksums", tap_.config().trust_checksums},
+                {"transport", args.transport},
                 {"socket_buffer_bytes", args.socket_buffer_bytes}});
   }
 
@@ -166,9 +169,12 @@ private:
 
   /// The stream to passt: its socket send buffer is what passt can read in
   /// one go, so it bounds each burst passt writes to its host sockets.
-  static netpasst::stream_transport_config stream_config(const tap_args& args) {
-    netpasst::stream_transport_config config;
-    config.socket_buffer_bytes = args.socket_buffer_bytes;
+  using session_config_type =
+      std::remove_cvref_t<decltype(std::declval<const typename Lifecycle::session_type&>().config())>;
+  static session_config_type session_config(const tap_args& args) {
+    session_config_type config;
+    if constexpr (Lifecycle::session_type::mode == netpasst::passt_mode::stream)
+      config.socket_buffer_bytes = args.socket_buffer_bytes;
     return config;
   }
 
@@ -347,10 +353,10 @@ private:
   int exit_code_ = 0;
 };
 
-template <class Launcher>
+template <class Session, class Launcher>
 int run_with(const tap_args& args, netpasst::options opts) {
   asio::io_context io;
-  using lifecycle_type = netpasst::basic_lifecycle<netpasst::stream_session, Launcher>;
+  using lifecycle_type = netpasst::basic_lifecycle<Session, Launcher>;
   tap_vmm<lifecycle_type> vmm(io, args, std::move(opts));
   return vmm.run();
 }
@@ -382,6 +388,7 @@ int main(int argc, char** argv) {
                           : a == "--passt"    ? &args.passt
                           : a == "--launcher" ? &args.launcher
                           : a == "--tap"      ? &args.tap
+                          : a == "--transport" ? &args.transport
                                               : nullptr;
     if (!target) return usage("unknown argument " + std::string(a));
     if (i + 1 >= argc) return usage("missing value after " + std::string(a));
@@ -391,6 +398,8 @@ int main(int argc, char** argv) {
   if (args.netns.find('/') != std::string::npos || args.netns == "." || args.netns == "..")
     return usage("--netns takes a name (as for ip netns), not a path: " + args.netns);
   if (args.launcher != "daemon" && args.launcher != "foreground") return usage("--launcher takes daemon or foreground");
+  if (args.transport != "stream" && args.transport != "vhost-user")
+    return usage("--transport takes stream or vhost-user");
   if (args.tap.empty() || args.tap.size() > 15) return usage("--tap takes an interface name of 1 to 15 bytes");
 
   netpasst::options opts;
@@ -410,8 +419,12 @@ int main(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
 
   try {
-    return args.launcher == "daemon" ? run_with<netpasst::daemon_launcher>(args, std::move(opts))
-                                     : run_with<netpasst::foreground_launcher>(args, std::move(opts));
+    const bool daemon = args.launcher == "daemon";
+    if (args.transport == "vhost-user")
+      return daemon ? run_with<netpasst::vhost_user_session, netpasst::daemon_launcher>(args, std::move(opts))
+                    : run_with<netpasst::vhost_user_session, netpasst::foreground_launcher>(args, std::move(opts));
+    return daemon ? run_with<netpasst::stream_session, netpasst::daemon_launcher>(args, std::move(opts))
+                  : run_with<netpasst::stream_session, netpasst::foreground_launcher>(args, std::move(opts));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "netpasst_tap: %s\n", e.what());
     std::cout << json_line{{"event", "exit"}, {"error", e.what()}}.dump() << std::endl;

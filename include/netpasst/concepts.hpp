@@ -19,14 +19,16 @@
 ///    `async_wait_writable` says when to try again (QEMU's net-queue
 ///    backpressure). Receiving hands out a `frame_batch` of views into the
 ///    transport's buffer. Models: `stream_transport` (passt's 4-byte length
-///    framing), `tap_transport`, `persistent_transport` (across restarts),
-///    `testing::memory_transport`.
+///    framing), `vhost_user_transport` (a vhost-user frontend and virtio-net
+///    driver: frames in shared memory), `tap_transport`,
+///    `persistent_transport` (across restarts), `testing::memory_transport`.
 /// 4. **BackendSession** is what a lifecycle attaches to each new passt: it
 ///    is handed the socket, does its handshake, reports when the connection
 ///    is lost, and is detached when passt dies, keeping what it must keep for
 ///    the next passt. It declares the passt mode it speaks (`mode`), from
-///    which `--vhost-user` follows. Model: `stream_session` (also a
-///    FrameTransport whose frames survive restarts).
+///    which `--vhost-user` follows. Models: `stream_session` and
+///    `vhost_user_session` (each also a FrameTransport whose operations
+///    wait across restarts).
 /// 5. **Lifecycle** supervises a launcher and a session: start, link up/down,
 ///    restart passt when it dies, stop and clean up, with events. Model:
 ///    `basic_lifecycle` (alias `lifecycle`); it is a FrameTransport too when

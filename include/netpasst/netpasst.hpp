@@ -18,6 +18,7 @@
 #include <netpasst/options.hpp>
 #include <netpasst/probe.hpp>
 #include <netpasst/session/stream.hpp>
+#include <netpasst/session/vhost_user.hpp>
 #include <netpasst/testing/memory_session.hpp>
 #include <netpasst/testing/memory_transport.hpp>
 #include <netpasst/testing/scripted_launcher.hpp>
@@ -25,4 +26,5 @@
 #include <netpasst/transport/persistent.hpp>
 #include <netpasst/transport/stream.hpp>
 #include <netpasst/transport/tap.hpp>
+#include <netpasst/transport/vhost_user.hpp>
 #include <netpasst/unique_fd.hpp>

@@ -249,6 +249,8 @@ struct netpasst_guest {
   std::unique_ptr<process> vmm, server;
   pid_t passt = 0;
   std::string socket_buffer; // netpasst_tap's --socket-buffer, empty: its default
+  std::string passt_path;    // netpasst_tap's --passt, empty: bench_tap's --passt
+  std::string transport;     // netpasst_tap's --transport, empty: its default (stream)
 };
 
 /// The retransmission timeouts TCP has taken so far in namespace `ns`
@@ -322,7 +324,8 @@ void print_counters(const netpasst_guest& g, const json& counters, std::pair<lon
 
 int main(int argc, char** argv) {
   int rounds = 5, seconds = 4;
-  std::string passt = "/usr/bin/passt", pasta = "pasta", checksums = "both", guest_tcp_rmem, congestion_control;
+  std::string passt = "/usr/bin/passt", pasta = "pasta", checksums = "both", guest_tcp_rmem, congestion_control,
+              vhost_user_passt;
   std::vector<std::string> socket_buffers;
   bool runas_root = false, bad_usage = false;
   for (int i = 1; i < argc; ++i) {
@@ -337,6 +340,7 @@ int main(int argc, char** argv) {
     else if (a == "--checksums") checksums = next();
     else if (a == "--guest-tcp-rmem") guest_tcp_rmem = next();
     else if (a == "--congestion-control") congestion_control = next();
+    else if (a == "--vhost-user-passt") bad_usage |= (vhost_user_passt = next()).empty();
     else if (a == "--socket-buffers") {
       std::istringstream list(next());
       for (std::string size; std::getline(list, size, ',');)
@@ -348,7 +352,8 @@ int main(int argc, char** argv) {
     if (bad_usage || (checksums != "on" && checksums != "off" && checksums != "both")) {
       std::fprintf(stderr, "usage: bench_tap [--quick] [--rounds N] [--seconds S] [--passt PATH] [--pasta PATH] "
                            "[--runas-root] [--checksums on|off|both] [--guest-tcp-rmem \"MIN DEFAULT MAX\"] "
-                           "[--congestion-control NAME] [--socket-buffers BYTES[,BYTES...]]\n");
+                           "[--congestion-control NAME] [--socket-buffers BYTES[,BYTES...]] "
+                           "[--vhost-user-passt PATH]\n");
       return 2;
     }
   }
@@ -371,19 +376,29 @@ int main(int argc, char** argv) {
 
   // netpasst_tap per checksum mode, each with its own namespace and forwarded port.
   std::vector<netpasst_guest> guests;
-  if (checksums != "off") guests.push_back({"netpasst", "bench-netpasst", dir + "/tap.out", 5201, {}, {}, 0, {}});
-  if (checksums != "on") guests.push_back({"netpasst-plain", "bench-netpasst-plain", dir + "/tap-plain.out", 5204, {}, {}, 0, {}});
+  if (checksums != "off") guests.push_back({"netpasst", "bench-netpasst", dir + "/tap.out", 5201, {}, {}, 0, {}, {}, {}});
+  if (checksums != "on") guests.push_back({"netpasst-plain", "bench-netpasst-plain", dir + "/tap-plain.out", 5204, {}, {}, 0, {}, {}, {}});
   for (std::size_t i = 0; i < socket_buffers.size(); ++i) {
     const std::string label = "netpasst-sb" + socket_buffers[i];
     guests.push_back({label, "bench-" + label, dir + "/tap-" + label + ".out", 5210 + int(i), {}, {}, 0,
-                      socket_buffers[i]});
+                      socket_buffers[i], {}, {}});
+  }
+  // A passt built with --vhost-user: the stream transport and the vhost-user
+  // transport over that same build, side by side.
+  if (!vhost_user_passt.empty()) {
+    guests.push_back({"netpasst-upstream", "bench-netpasst-upstream", dir + "/tap-upstream.out", 5220, {}, {}, 0, {},
+                      vhost_user_passt, {}});
+    guests.push_back({"netpasst-vhost-user", "bench-netpasst-vhost-user", dir + "/tap-vhost-user.out", 5221, {}, {},
+                      0, {}, vhost_user_passt, "vhost-user"});
   }
   for (auto& g : guests) {
     json config{{"tcp-ports", {std::to_string(g.port)}}};
     if (runas_root) config["runas"] = "0";
     const std::string config_path = dir + "/config-" + g.label + ".json";
     std::ofstream(config_path) << config.dump();
-    std::vector<std::string> argv{NETPASST_TAP, "--netns", g.ns, "--config", config_path, "--passt", passt};
+    std::vector<std::string> argv{NETPASST_TAP, "--netns", g.ns, "--config", config_path,
+                                  "--passt", g.passt_path.empty() ? passt : g.passt_path};
+    if (!g.transport.empty()) argv.insert(argv.end(), {"--transport", g.transport});
     if (g.label == "netpasst-plain") argv.push_back("--no-checksum-offload");
     if (!g.socket_buffer.empty()) argv.insert(argv.end(), {"--socket-buffer", g.socket_buffer});
     g.vmm = std::make_unique<process>(argv, g.out);

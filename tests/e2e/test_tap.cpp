@@ -538,6 +538,11 @@ TEST_CASE("netpasst_tap: an existing namespace is used and kept; only what was a
   sh("ip netns delete " + netns);
 }
 
+/// Whether the passt the tests run knows --vhost-user (Debian 12's does not).
+bool passt_supports_vhost_user() {
+  return sh("passt --help 2>&1 | grep -q -- --vhost-user") == 0; // netpasst_tap runs the passt on PATH
+}
+
 TEST_CASE("netpasst_tap: bad arguments and a passt that cannot start end cleanly with a clear message", "[tap]") {
   if (!usable()) return;
   scratch dir;
@@ -551,6 +556,7 @@ TEST_CASE("netpasst_tap: bad arguments and a passt that cannot start end cleanly
   CHECK(run("--netns x --launcher other").first == 2);
   CHECK(run("--netns x --tap seventeen-bytes-x").first == 2);
   CHECK(run("--netns x --bogus").first == 2);
+  CHECK_THAT(run("--netns x --transport carrier-pigeon").second, Catch::Contains("--transport takes"));
   std::ofstream(dir / "bad.json") << R"({"mtu": "big", "tcp-portz": []})";
   const auto [status, message] = run("--netns x --config " + (dir / "bad.json"));
   CHECK(status == 2);
@@ -567,6 +573,15 @@ TEST_CASE("netpasst_tap: bad arguments and a passt that cannot start end cleanly
   const std::string out = read_file(dir / "out");
   CHECK_THAT(out, Catch::Contains("\"event\":\"shutdown\""));
   CHECK_THAT(out, Catch::Contains("\"event\":\"exit\""));
+
+  // A passt without vhost-user support: its own complaint is the message.
+  if (!passt_supports_vhost_user()) {
+    const std::string vhost_netns = unique_netns("novhost");
+    const auto [vhost_failed, vhost_why] = run("--netns " + vhost_netns + " --transport vhost-user");
+    CHECK(vhost_failed == 1);
+    CHECK_THAT(vhost_why, Catch::Contains("--vhost-user"));
+    CHECK_FALSE(netns_exists(vhost_netns));
+  }
 }
 
 TEST_CASE("netpasst_tap: UDP datagrams of every size up to 65535-byte frames, guest to host and back", "[tap]") {

@@ -1,13 +1,17 @@
 // vhost_user_transport against real vhost-user backends: DPDK's testpmd (its
 // vhost PMD, echoing every frame back with the MAC addresses swapped) and,
 // when NETPASST_TEST_VHOST_PASST names one, a passt built with --vhost-user.
+#include <netpasst/guest/mini_guest.hpp>
 #include <netpasst/transport/vhost_user.hpp>
+
+#include "e2e_env.hpp"
 
 #include "../common/test_support.hpp"
 
 #include <catch2/catch.hpp>
 
 #include <asio/io_context.hpp>
+#include <asio/ip/udp.hpp>
 
 #include <fcntl.h>
 #include <signal.h>
@@ -36,7 +40,9 @@ using netpasst::frame_batch;
 /// A child process, killed and reaped when it goes out of scope.
 struct child_process {
   pid_t pid = -1;
-  explicit child_process(const std::vector<std::string>& argv, const std::string& output) {
+  /// Runs `argv` with stdin from /dev/null, stdout and stderr to `output`
+  /// and, if `fd3` is not -1, that descriptor as its fd 3.
+  explicit child_process(const std::vector<std::string>& argv, const std::string& output, int fd3 = -1) {
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
@@ -45,6 +51,7 @@ struct child_process {
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_addopen(&actions, 1, output.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     posix_spawn_file_actions_adddup2(&actions, 1, 2);
+    if (fd3 >= 0) posix_spawn_file_actions_adddup2(&actions, fd3, 3);
     if (posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ) != 0) pid = -1;
     posix_spawn_file_actions_destroy(&actions);
   }
@@ -156,8 +163,9 @@ TEST_CASE("vhost-user transport: frames of every size make the round trip throug
   // fewer frames in flight than the receive queue holds.
   const std::size_t window = 32;
   std::size_t next_to_send = 0, received = 0, mismatches = 0;
+  bool waiting_writable = false;
   std::function<void()> send_more = [&] {
-    while (next_to_send < sent.size() && next_to_send < received + window) {
+    while (!waiting_writable && next_to_send < sent.size() && next_to_send < received + window) {
       std::error_code send_error;
       const frame f(sent[next_to_send].data(), sent[next_to_send].size());
       if (transport.try_send(f, send_error)) {
@@ -165,8 +173,10 @@ TEST_CASE("vhost-user transport: frames of every size make the round trip throug
         continue;
       }
       REQUIRE(send_error == netpasst::errc::would_block);
+      waiting_writable = true;
       transport.async_wait_writable([&](std::error_code wait_error) {
         REQUIRE_FALSE(wait_error);
+        waiting_writable = false;
         send_more();
       });
       return;
@@ -194,4 +204,69 @@ TEST_CASE("vhost-user transport: frames of every size make the round trip throug
   CHECK(counters.frames_sent == sent.size());
   CHECK(counters.frames_received == received);
   CHECK(counters.frames_dropped_received == 0);
+}
+
+TEST_CASE("vhost-user transport: a guest gets a lease from passt --vhost-user and exchanges UDP with the host") {
+  const char* passt_path = std::getenv("NETPASST_TEST_VHOST_PASST");
+  if (!passt_path || !*passt_path) {
+    WARN("NETPASST_TEST_VHOST_PASST does not name a passt built with --vhost-user: skipped");
+    return;
+  }
+  if (!netpasst::e2e::in_private_netns) {
+    WARN("not in the private test namespace: skipped");
+    return;
+  }
+  int pair[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);
+  netpasst::unique_fd ours(pair[0]), theirs(pair[1]);
+  const auto log = std::filesystem::temp_directory_path() / ("netpasst-vhost-passt-" + std::to_string(::getpid()));
+  child_process passt({passt_path, "--vhost-user", "--fd", "3", "-f", "-q"}, log.string(), theirs.get());
+  theirs.reset();
+  REQUIRE(passt.pid > 0);
+
+  asio::io_context io;
+  netpasst::vhost_user_transport transport(io, std::move(ours));
+  std::error_code ec;
+  transport.handshake(ec);
+  INFO(ec.message());
+  REQUIRE_FALSE(ec);
+
+  asio::ip::udp::socket echo(io, asio::ip::udp::endpoint(asio::ip::make_address_v4("127.0.0.1"), 0));
+  std::vector<std::byte> echo_buffer(65536);
+  asio::ip::udp::endpoint peer;
+  std::function<void()> serve = [&] {
+    echo.async_receive_from(asio::buffer(echo_buffer), peer, [&](std::error_code e, std::size_t n) {
+      if (e) return;
+      echo.send_to(asio::buffer(echo_buffer.data(), n), peer);
+      serve();
+    });
+  };
+  serve();
+
+  netpasst::mini_guest<netpasst::vhost_user_transport> guest(transport);
+  std::optional<std::error_code> dhcp_done;
+  netpasst::dhcp_lease lease;
+  guest.async_dhcp([&](std::error_code e, netpasst::dhcp_lease l) { dhcp_done = e, lease = l; });
+  netpasst::test::run_until(io, [&] { return dhcp_done.has_value(); }, 20s);
+  REQUIRE(dhcp_done);
+  INFO(dhcp_done->message());
+  REQUIRE_FALSE(*dhcp_done);
+  CHECK(lease.address.to_string() == "192.0.2.10");
+
+  for (std::size_t size : {1, 1400, 8000, 65000}) {
+    std::vector<std::byte> payload(size);
+    for (std::size_t i = 0; i < size; ++i) payload[i] = std::byte(std::uint8_t(i * 7 + size));
+    std::optional<std::error_code> done;
+    netpasst::udp_reply reply;
+    guest.async_udp_exchange(lease.gateway, echo.local_endpoint().port(), payload,
+                             [&](std::error_code e, netpasst::udp_reply r) { done = e, reply = std::move(r); });
+    netpasst::test::run_until(io, [&] { return done.has_value(); }, 20s);
+    INFO("payload of " << size << " bytes");
+    REQUIRE(done);
+    REQUIRE_FALSE(*done);
+    CHECK(reply.payload == payload);
+  }
+  CHECK(transport.counters().frames_dropped_received == 0);
+  std::error_code ignored;
+  std::filesystem::remove(log, ignored);
 }

@@ -244,7 +244,7 @@ public:
     std::size_t n = 0, bytes = 0;
     while (q.last_used != used && n < config_.max_batch_frames) {
       const vhost::used_element e = q.used_ring()[q.last_used++ % q.size];
-      if (e.id >= q.size) return fail(errc::protocol_error), ec = error_, 0;
+      if (e.id >= q.size || handed_count_ == q.size) return fail(errc::protocol_error), ec = error_, 0;
       handed_out_[handed_count_++] = std::uint16_t(e.id);
       if (e.length < vhost::net_header_size + min_frame_size || e.length > vhost::slot_size) {
         ++counters_.frames_dropped_received;
@@ -466,7 +466,7 @@ private:
         at += got, size -= std::size_t(got);
         continue;
       }
-      if (got == 0) return errc::connection_closed;
+      if (got == 0 || (got < 0 && errno == ECONNRESET)) return errc::connection_closed;
       if (errno == EINTR) continue;
       if (errno != EAGAIN) return {errno, std::system_category()};
       if (auto ec = wait_socket(POLLIN)) return ec;

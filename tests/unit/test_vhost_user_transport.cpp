@@ -1,0 +1,251 @@
+// vhost_user_transport's handshake and failure paths against a scripted
+// backend on a socketpair (the frame paths are proven against real backends
+// in tests/e2e/test_vhost_user.cpp).
+#include <netpasst/concepts.hpp>
+#include <netpasst/transport/vhost_user.hpp>
+
+#include "../common/test_support.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <asio/io_context.hpp>
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <functional>
+#include <optional>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using namespace std::chrono_literals;
+static_assert(netpasst::FrameTransport<netpasst::vhost_user_transport>);
+
+struct message {
+  std::uint32_t request = 0, flags = 0;
+  std::vector<std::byte> payload;
+  int fds = 0;
+};
+
+/// Reads one vhost-user message from `fd`; nullopt at end of stream.
+std::optional<message> read_message(int fd) {
+  std::uint32_t header[3];
+  iovec part{header, sizeof header};
+  alignas(cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))];
+  msghdr m{};
+  m.msg_iov = &part;
+  m.msg_iovlen = 1;
+  m.msg_control = control;
+  m.msg_controllen = sizeof control;
+  if (::recvmsg(fd, &m, MSG_WAITALL) != sizeof header) return std::nullopt;
+  message result{header[0], header[1], std::vector<std::byte>(header[2]), 0};
+  for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+    const std::size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (std::size_t i = 0; i < n; ++i) {
+      int received;
+      std::memcpy(&received, CMSG_DATA(c) + i * sizeof(int), sizeof received);
+      ::close(received);
+      ++result.fds;
+    }
+  }
+  if (header[2] && ::recv(fd, result.payload.data(), header[2], MSG_WAITALL) != ssize_t(header[2])) return std::nullopt;
+  return result;
+}
+
+/// Sends a reply carrying `value`; false if the socket did not take it.
+/// (Runs on the backend's thread: no Catch assertion there.)
+bool reply_u64(int fd, std::uint32_t request, std::uint64_t value) {
+  std::uint32_t header[3] = {request, 1u | 4u, 8};
+  std::byte out[20];
+  std::memcpy(out, header, 12);
+  std::memcpy(out + 12, &value, 8);
+  return ::send(fd, out, sizeof out, MSG_NOSIGNAL) == sizeof out;
+}
+
+/// A backend that answers like passt does (VERSION_1, PROTOCOL_FEATURES,
+/// REPLY_ACK) until `stop_after` requests were read, then returns (its end
+/// of the socket stays open until the caller closes it). Records requests.
+struct scripted_backend {
+  std::uint64_t features = (1ull << 32) | (1ull << 30);
+  std::uint64_t protocol_features = 1ull << 3;
+  std::size_t stop_after = SIZE_MAX;
+  std::vector<message> seen;
+
+  void serve(int fd) {
+    while (seen.size() < stop_after) {
+      auto m = read_message(fd);
+      if (!m) return;
+      seen.push_back(*m);
+      bool sent = true;
+      if (m->request == 1) sent = reply_u64(fd, 1, features);
+      else if (m->request == 15) sent = reply_u64(fd, 15, protocol_features);
+      else if (m->flags & 8u) sent = reply_u64(fd, m->request, 0);
+      if (!sent) return;
+    }
+  }
+};
+
+struct pair_fixture {
+  netpasst::unique_fd ours, theirs;
+  pair_fixture() {
+    int fds[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
+    ours.reset(fds[0]);
+    theirs.reset(fds[1]);
+  }
+};
+
+} // namespace
+
+TEST_CASE("vhost-user handshake: the messages a frontend owes, in order, with memory and eventfds") {
+  pair_fixture p;
+  scripted_backend backend;
+  std::thread peer([&] { backend.serve(p.theirs.get()); });
+  asio::io_context io;
+  netpasst::vhost_user_transport t(io, std::move(p.ours), {.queue_size = 16});
+  CHECK_FALSE(t.is_open());
+  std::error_code ec;
+  t.handshake(ec);
+  CHECK_FALSE(ec);
+  CHECK(t.is_open());
+  t.close(); // the backend sees the end of its stream
+  peer.join();
+
+  std::vector<std::uint32_t> requests;
+  for (const auto& m : backend.seen) requests.push_back(m.request);
+  // GET_FEATURES, GET/SET_PROTOCOL_FEATURES, SET_OWNER, SET_FEATURES,
+  // SET_MEM_TABLE, then NUM, BASE, ADDR, KICK, CALL per queue, then ENABLE x2.
+  CHECK(requests == std::vector<std::uint32_t>{1, 15, 16, 3, 2, 5, 8, 10, 9, 12, 13, 8, 10, 9, 12, 13, 18, 18});
+  const auto& negotiated = t.negotiation();
+  CHECK(negotiated.acked_features == ((1ull << 32) | (1ull << 30)));
+  CHECK(negotiated.acked_protocol_features == (1ull << 3));
+  for (const auto& m : backend.seen) {
+    INFO("request " << m.request);
+    CHECK(m.fds == ((m.request == 5 || m.request == 12 || m.request == 13) ? 1 : 0));
+    if (m.request != 1 && m.request != 15 && m.request != 16) CHECK((m.flags & 8u) != 0); // REPLY_ACK asked
+  }
+  std::uint64_t acked = 0;
+  std::memcpy(&acked, backend.seen[4].payload.data(), 8);
+  CHECK(acked == negotiated.acked_features); // no offload, no mergeable buffers asked for
+}
+
+TEST_CASE("vhost-user handshake: without REPLY_ACK a GET_FEATURES round trip closes it") {
+  pair_fixture p;
+  scripted_backend backend;
+  backend.protocol_features = 0;
+  std::thread peer([&] { backend.serve(p.theirs.get()); });
+  asio::io_context io;
+  netpasst::vhost_user_transport t(io, std::move(p.ours), {.queue_size = 16});
+  std::error_code ec;
+  t.handshake(ec);
+  CHECK_FALSE(ec);
+  t.close();
+  peer.join();
+  REQUIRE_FALSE(backend.seen.empty());
+  CHECK(backend.seen.back().request == 1);
+  for (const auto& m : backend.seen) CHECK((m.flags & 8u) == 0);
+}
+
+TEST_CASE("vhost-user handshake: each failure names its cause and closes the transport") {
+  pair_fixture p;
+  scripted_backend backend;
+  asio::io_context io;
+  std::optional<std::thread> peer;
+  std::error_code expected;
+  std::string step;
+  netpasst::vhost_user_transport_config config{.queue_size = 16};
+
+  SECTION("a backend without VIRTIO_F_VERSION_1") {
+    backend.features = 1ull << 30;
+    expected = netpasst::errc::protocol_error, step = "VERSION_1";
+  }
+  SECTION("a backend that answers nothing") {
+    backend.stop_after = 0;
+    config.reply_timeout = 100ms;
+    expected = netpasst::errc::start_timeout, step = "GET_FEATURES";
+  }
+  SECTION("a backend that hangs up after SET_OWNER") {
+    backend.stop_after = 4;
+    expected = netpasst::errc::connection_closed, step = "SET_FEATURES";
+  }
+  peer.emplace([&] {
+    backend.serve(p.theirs.get());
+    if (backend.stop_after != 0) ::shutdown(p.theirs.get(), SHUT_RDWR); // hang up
+  });
+  netpasst::vhost_user_transport t(io, std::move(p.ours), config);
+  try {
+    t.handshake();
+    FAIL("the handshake succeeded");
+  } catch (const std::system_error& e) {
+    CHECK(e.code() == expected);
+    CHECK_THAT(e.what(), Catch::Contains(step));
+  }
+  CHECK_FALSE(t.is_open());
+  std::error_code ec;
+  CHECK_FALSE(t.try_send(netpasst::frame(), ec));
+  CHECK(ec == expected);
+  peer->join();
+}
+
+TEST_CASE("vhost-user transport: the backend hanging up ends a pending receive with connection_closed") {
+  pair_fixture p;
+  scripted_backend backend;
+  std::thread peer([&] { backend.serve(p.theirs.get()); });
+  asio::io_context io;
+  netpasst::vhost_user_transport t(io, std::move(p.ours), {.queue_size = 16});
+  t.handshake();
+  std::optional<std::error_code> received, writable;
+  t.async_receive([&](std::error_code ec, netpasst::frame_batch b) {
+    received = ec;
+    CHECK(b.empty());
+  });
+  netpasst::test::run_until(io, [] { return false; }, 0s); // let the receive park
+  CHECK_FALSE(received);
+  ::shutdown(p.theirs.get(), SHUT_RDWR);
+  peer.join();
+  netpasst::test::run_until(io, [&] { return received.has_value(); }, 10s);
+  REQUIRE(received);
+  CHECK(*received == netpasst::errc::connection_closed);
+  CHECK_FALSE(t.is_open());
+  std::error_code ec;
+  const std::byte bytes[60]{};
+  CHECK_FALSE(t.try_send(netpasst::frame(bytes), ec));
+  CHECK(ec == netpasst::errc::connection_closed);
+}
+
+TEST_CASE("vhost-user transport: frames outside 14..65535 bytes are refused and counted; a full queue would block") {
+  pair_fixture p;
+  scripted_backend backend;
+  std::thread peer([&] { backend.serve(p.theirs.get()); });
+  asio::io_context io;
+  netpasst::vhost_user_transport t(io, std::move(p.ours), {.queue_size = 4});
+  t.handshake();
+  std::error_code ec;
+  std::vector<std::byte> small(13), large(65536), fine(60);
+  CHECK_FALSE(t.try_send(netpasst::frame(small), ec));
+  CHECK(ec == netpasst::errc::frame_too_short);
+  CHECK_FALSE(t.try_send(netpasst::frame(large), ec));
+  CHECK(ec == netpasst::errc::frame_too_long);
+  // Nobody consumes the transmit queue: four frames fill it.
+  std::vector<netpasst::frame> five(5, netpasst::frame(fine));
+  CHECK(t.try_send(five, ec) == 4);
+  CHECK(ec == netpasst::errc::would_block);
+  std::optional<std::error_code> writable;
+  t.async_wait_writable([&](std::error_code e) { writable = e; });
+  netpasst::test::run_until(io, [] { return false; }, 0s);
+  CHECK_FALSE(writable); // still parked: nothing was returned
+  t.cancel();
+  netpasst::test::run_until(io, [&] { return writable.has_value(); }, 10s);
+  REQUIRE(writable);
+  CHECK(*writable == asio::error::operation_aborted);
+  CHECK(t.is_open());
+  const auto c = t.counters();
+  CHECK(c.frames_refused == 2);
+  CHECK(c.frames_sent == 4);
+  CHECK(c.sends_would_block == 1);
+  t.close();
+  peer.join();
+}
