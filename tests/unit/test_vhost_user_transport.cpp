@@ -2,6 +2,8 @@
 // backend on a socketpair (the frame paths are proven against real backends
 // in tests/e2e/test_vhost_user.cpp).
 #include <netpasst/concepts.hpp>
+#include <netpasst/lifecycle.hpp>
+#include <netpasst/session/vhost_user.hpp>
 #include <netpasst/transport/vhost_user.hpp>
 
 #include "../common/test_support.hpp"
@@ -23,6 +25,9 @@ namespace {
 
 using namespace std::chrono_literals;
 static_assert(netpasst::FrameTransport<netpasst::vhost_user_transport>);
+static_assert(netpasst::BackendSession<netpasst::vhost_user_session>);
+static_assert(netpasst::FrameTransport<netpasst::vhost_user_session>);
+static_assert(netpasst::Lifecycle<netpasst::basic_lifecycle<netpasst::vhost_user_session>>);
 
 struct message {
   std::uint32_t request = 0, flags = 0;
