@@ -105,7 +105,7 @@ struct pair_fixture {
 
 } // namespace
 
-TEST_CASE("vhost-user handshake: the messages a frontend owes, in order, with memory and eventfds") {
+TEST_CASE("vhost-user handshake: the messages a frontend owes in order with memory and eventfds") {
   pair_fixture p;
   scripted_backend backend;
   std::thread peer([&] { backend.serve(p.theirs.get()); });
@@ -221,7 +221,7 @@ TEST_CASE("vhost-user transport: the backend hanging up ends a pending receive w
   CHECK(ec == netpasst::errc::connection_closed);
 }
 
-TEST_CASE("vhost-user transport: frames outside 14..65535 bytes are refused and counted; a full queue would block") {
+TEST_CASE("vhost-user transport: frames outside 14..65535 bytes are refused and counted and a full queue would block") {
   pair_fixture p;
   scripted_backend backend;
   std::thread peer([&] { backend.serve(p.theirs.get()); });
