@@ -3,7 +3,7 @@
 //   netpasst_tap --netns NAME [--config FILE] [--passt PATH]
 //                [--launcher daemon|foreground] [--tap IFNAME]
 //                [--no-checksum-offload] [--no-trust-checksums]
-//                [--socket-buffer BYTES]
+//                [--socket-buffer BYTES] [--transport stream|vhost-user]
 //
 // Creates the namespace NAME if it does not exist, creates a tap (default
 // "tap0") inside it, starts passt through netpasst's lifecycle and bridges
@@ -28,6 +28,10 @@
 // 128 KiB..4 MiB). It bounds how much passt reads at once, and so the burst
 // Debian 12's passt writes to a host socket in one sendmsg; see the README's
 // bench_tap figures for what it changes under each TCP congestion control.
+//
+// --transport vhost-user starts passt with --vhost-user and moves frames
+// through shared memory (`vhost_user_session`); it needs a passt built with
+// vhost-user support (Debian 12's has none). --socket-buffer is then unused.
 //
 // Output: one JSON object per line on stdout: `netns` (once set up), every
 // lifecycle event (`starting`, `link_up`, `link_down`, `restarting`,
@@ -167,8 +171,9 @@ private:
     return config;
   }
 
-  /// The stream to passt: its socket send buffer is what passt can read in
-  /// one go, so it bounds each burst passt writes to its host sockets.
+  /// The session's configuration. For the stream, its socket send buffer is
+  /// what passt can read in one go, so it bounds each burst passt writes to
+  /// its host sockets.
   using session_config_type =
       std::remove_cvref_t<decltype(std::declval<const typename Lifecycle::session_type&>().config())>;
   static session_config_type session_config(const tap_args& args) {
