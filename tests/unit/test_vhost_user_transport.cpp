@@ -15,6 +15,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/cancellation_signal.hpp>
+
+#include <atomic>
 #include <cstring>
 #include <functional>
 #include <optional>
@@ -77,13 +81,22 @@ struct scripted_backend {
   std::uint64_t features = (1ull << 32) | (1ull << 30);
   std::uint64_t protocol_features = 1ull << 3;
   std::size_t stop_after = SIZE_MAX;
+  /// Reads and counts requests but answers none.
+  bool silent = false;
+  /// When set, the first reply waits until it is true (20 s at most).
+  const std::atomic<bool>* gate = nullptr;
   std::vector<message> seen;
+  std::atomic<std::size_t> requests{0};
 
   void serve(int fd) {
     while (seen.size() < stop_after) {
       auto m = read_message(fd);
       if (!m) return;
       seen.push_back(*m);
+      ++requests;
+      if (silent) continue;
+      for (int waited = 0; gate && !*gate && waited < 20000; ++waited)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
       bool sent = true;
       if (m->request == 1) sent = reply_u64(fd, 1, features);
       else if (m->request == 15) sent = reply_u64(fd, 15, protocol_features);
@@ -251,6 +264,99 @@ TEST_CASE("vhost-user transport: frames outside 14..65535 bytes are refused and 
   CHECK(c.frames_refused == 2);
   CHECK(c.frames_sent == 4);
   CHECK(c.sends_would_block == 1);
+  t.close();
+  peer.join();
+}
+
+TEST_CASE("vhost-user async handshake: the executor runs other work while the backend has not answered") {
+  pair_fixture p;
+  scripted_backend backend;
+  std::atomic<bool> released{false};
+  backend.gate = &released;
+  std::thread peer([&] { backend.serve(p.theirs.get()); });
+  asio::io_context io;
+  netpasst::vhost_user_transport t(io, std::move(p.ours), {.queue_size = 16, .reply_timeout = 30s});
+  std::optional<std::error_code> done;
+  bool released_first = false;
+  t.async_handshake([&](std::error_code ec) {
+    released_first = released;
+    done = ec;
+  });
+  CHECK_FALSE(done); // never inside the call
+  // Only a handler run on this executor opens the gate: a handshake that
+  // blocked the executor would never see the backend's first reply.
+  asio::post(io, [&] { released = true; });
+  REQUIRE(netpasst::test::run_until(io, [&] { return done.has_value(); }, 25s));
+  CHECK_FALSE(*done);
+  CHECK(released_first);
+  CHECK(t.is_open());
+  CHECK(t.negotiation().failed_step.empty());
+  t.close();
+  peer.join();
+  std::vector<std::uint32_t> requests;
+  for (const auto& m : backend.seen) requests.push_back(m.request);
+  CHECK(requests == std::vector<std::uint32_t>{1, 15, 16, 3, 2, 5, 8, 10, 9, 12, 13, 8, 10, 9, 12, 13, 18, 18});
+}
+
+TEST_CASE("vhost-user async handshake: each failure names its step and cancelling or closing ends it") {
+  pair_fixture p;
+  scripted_backend backend;
+  asio::io_context io;
+  netpasst::vhost_user_transport_config config{.queue_size = 16};
+  std::error_code expected;
+  std::string step;
+  enum { as_is, cancel_slot, cancel_call, close_call, twice } action = as_is;
+  bool stays_open = false;
+
+  SECTION("a backend that answers nothing times out") {
+    backend.stop_after = 0;
+    config.reply_timeout = 100ms;
+    expected = netpasst::errc::start_timeout, step = "GET_FEATURES";
+  }
+  SECTION("a backend without VIRTIO_F_VERSION_1") {
+    backend.features = 1ull << 30;
+    expected = netpasst::errc::protocol_error, step = "GET_FEATURES (the backend lacks VIRTIO_F_VERSION_1)";
+  }
+  SECTION("a backend that hangs up after SET_MEM_TABLE") {
+    backend.stop_after = 6;
+    expected = netpasst::errc::connection_closed, step = "SET_VRING_NUM";
+  }
+  SECTION("cancelled through the token's slot") {
+    backend.silent = true;
+    action = cancel_slot, expected = asio::error::operation_aborted, step = "GET_FEATURES";
+  }
+  SECTION("cancelled with cancel()") {
+    backend.silent = true;
+    action = cancel_call, expected = asio::error::operation_aborted, step = "GET_FEATURES";
+  }
+  SECTION("closed") {
+    backend.silent = true;
+    action = close_call, expected = netpasst::errc::transport_closed, step = "GET_FEATURES";
+  }
+  SECTION("a second handshake is refused and leaves the first one's transport open") {
+    action = twice, expected = netpasst::errc::operation_in_progress, stays_open = true;
+  }
+  std::thread peer([&] {
+    backend.serve(p.theirs.get());
+    if (backend.stop_after == 6) ::shutdown(p.theirs.get(), SHUT_RDWR);
+  });
+  netpasst::vhost_user_transport t(io, std::move(p.ours), config);
+  if (action == twice) t.handshake();
+  asio::cancellation_signal signal;
+  std::optional<std::error_code> done;
+  t.async_handshake(asio::bind_cancellation_slot(signal.slot(), [&](std::error_code ec) { done = ec; }));
+  if (action != as_is && action != twice) {
+    netpasst::test::run_until(io, [&] { return backend.requests > 0; }, 10s);
+    CHECK_FALSE(done);
+    if (action == cancel_slot) signal.emit(asio::cancellation_type::total);
+    if (action == cancel_call) t.cancel();
+    if (action == close_call) t.close();
+  }
+  REQUIRE(netpasst::test::run_until(io, [&] { return done.has_value(); }, 10s));
+  CHECK(*done == expected);
+  CHECK(t.is_open() == stays_open);
+  CHECK(t.negotiation().failed_step == step);
+  ::shutdown(p.theirs.get(), SHUT_RDWR);
   t.close();
   peer.join();
 }

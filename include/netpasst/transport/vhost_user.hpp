@@ -6,7 +6,7 @@
 /// with `--vhost-user`, DPDK's vhost PMD, ...) through shared memory instead
 /// of a byte stream.
 ///
-/// What it sets up (`handshake`):
+/// What it sets up (`async_handshake`, or `handshake`):
 /// - "Guest memory": one `memfd` mapped shared, handed to the
 ///   backend with `SET_MEM_TABLE` as a single region whose guest-physical
 ///   addresses start at 0. It holds both virtqueues (split rings: descriptor
@@ -40,8 +40,12 @@
 ///   it (or sending anything unasked) ends the transport with
 ///   `errc::connection_closed` (or `errc::protocol_error`).
 ///
-/// The handshake is synchronous: every message is small and local, each
-/// step waits at most `vhost_user_transport_config::reply_timeout`.
+/// The handshake comes in two forms. `async_handshake` never blocks: it
+/// writes and reads as far as the socket allows and waits on the reactor
+/// in between, so a backend that is slow to answer holds up nothing else on
+/// the executor. `handshake` does the same steps blocking the calling
+/// thread, for tools and tests. Each wait is bounded by
+/// `vhost_user_transport_config::reply_timeout`.
 ///
 /// Thread safety: like an Asio socket. Distinct objects: safe. One object:
 /// calls and completion handlers must not run concurrently (one thread or a
@@ -101,6 +105,10 @@ struct vhost_user_negotiation {
   std::uint64_t acked_features = 0;
   std::uint64_t offered_protocol_features = 0;
   std::uint64_t acked_protocol_features = 0;
+  /// The step a failed handshake stopped at: the vhost-user request
+  /// ("SET_MEM_TABLE", "GET_FEATURES (the backend lacks VIRTIO_F_VERSION_1)",
+  /// ...); empty while none failed.
+  std::string_view failed_step;
 };
 
 namespace detail {
@@ -114,12 +122,14 @@ template <class Executor> class vhost_user_state;
 ///   `VIRTIO_F_VERSION_1`, or a `REPLY_ACK` reported failure (handshake), or
 ///   it wrote on the control socket unasked (afterwards).
 /// - `errc::connection_closed`: the backend closed the control socket.
-/// - `errc::start_timeout`: a handshake reply did not come in time.
+/// - `errc::start_timeout`: the backend did not answer (or take a message)
+///   within the reply timeout during the handshake.
 /// - `errc::frame_too_short` / `errc::frame_too_long`: `try_send` refused a
 ///   frame outside 14..65535 bytes; counted, the transport stays usable.
 /// - `errc::would_block`: no free transmit slot; `async_wait_writable`.
 /// - `errc::transport_closed`: `close()` was called, or no handshake was
 ///   done yet.
+/// - `errc::operation_in_progress`: a second handshake.
 /// - `asio::error::operation_aborted`: `cancel()` or a cancellation slot.
 /// - Any OS error, in `std::system_category()`; it closes the transport.
 template <class Executor = asio::any_io_executor>
@@ -154,8 +164,18 @@ public:
   ~basic_vhost_user_transport();
 
   /// Negotiates features, shares the memory and starts both queues (see the
-  /// file comment). Blocks for at most `reply_timeout` per reply. On error
-  /// the transport is closed with that error.
+  /// file comment), without blocking. Completion signature
+  /// `void(std::error_code)`, never inside this call. On error the
+  /// transport is closed with that error and `negotiation().failed_step`
+  /// names the step. Cancellation (total, through the token's slot, or
+  /// `cancel()`) ends it with `asio::error::operation_aborted` and closes
+  /// the transport; `close()` ends it with `errc::transport_closed`. A
+  /// second handshake completes with `errc::operation_in_progress`.
+  template <asio::completion_token_for<void(std::error_code)> Token =
+                asio::default_completion_token_t<executor_type>>
+  auto async_handshake(Token&& token = asio::default_completion_token_t<executor_type>{});
+  /// The same steps, blocking the calling thread for at most
+  /// `reply_timeout` per wait; errors as above.
   void handshake(std::error_code& ec);
   /// Throwing form. @throws std::system_error naming the step that failed.
   void handshake();

@@ -8,6 +8,7 @@
 #include <asio/error.hpp>
 #include <asio/posix/basic_stream_descriptor.hpp>
 #include <asio/post.hpp>
+#include <asio/steady_timer.hpp>
 
 #include <fcntl.h>
 #include <poll.h>
@@ -129,10 +130,19 @@ struct split_queue {
   }
 };
 
-/// Closes the transport with a step named, for the throwing handshake.
-struct step_error {
-  std::error_code code;
-  const char* step;
+/// The handshake's steps in order; steps that do not apply to what was
+/// negotiated are skipped. Each queue has five: NUM, BASE, ADDR, KICK, CALL.
+enum handshake_step : unsigned {
+  hs_get_features,
+  hs_get_protocol_features,
+  hs_set_protocol_features,
+  hs_set_owner,
+  hs_set_features,
+  hs_set_mem_table,
+  hs_first_queue_step,
+  hs_enable = hs_first_queue_step + 10,
+  hs_barrier = hs_enable + 2, // GET_FEATURES again when REPLY_ACK is not agreed
+  hs_done
 };
 
 } // namespace netpasst::detail::vhost
@@ -145,7 +155,7 @@ class vhost_user_state : public std::enable_shared_from_this<vhost_user_state<Ex
 public:
   vhost_user_state(const Executor& executor, unique_fd socket, const vhost_user_transport_config& config)
       : config_(config), layout_(config.queue_size), socket_(executor), receive_call_(executor),
-        transmit_call_(executor) {
+        transmit_call_(executor), reply_timer_(executor) {
     if (!socket) throw std::system_error(EBADF, std::system_category(), "netpasst: vhost-user transport needs a socket");
     if (config_.queue_size < 2 || config_.queue_size > 1024 || !std::has_single_bit(config_.queue_size))
       throw std::system_error(std::make_error_code(std::errc::invalid_argument),
@@ -199,6 +209,7 @@ public:
     socket_.close(ignored);
     receive_call_.close(ignored);
     transmit_call_.close(ignored);
+    reply_timer_.cancel();
     for (unique_fd& fd : events_) fd.reset();
   }
 
@@ -206,18 +217,74 @@ public:
     std::error_code ignored;
     receive_call_.cancel(ignored);
     transmit_call_.cancel(ignored);
+    if (handshaking_) socket_.cancel(ignored);
   }
 
-  /// The handshake of the file comment; on failure the transport is failed
-  /// and the step returned.
-  vhost::step_error handshake() {
-    if (started_ || error_) return {error_ ? error_ : make_error_code(errc::operation_in_progress), "start"};
-    auto result = negotiate_and_start();
-    if (result.code) return fail(result.code), result;
-    for (std::uint16_t id = 0; id < config_.queue_size; ++id) free_transmit_[free_count_++] = id;
-    started_ = true;
+  /// Starts the handshake of the file comment: the first message is ready
+  /// to go. Refused (transport untouched) when one was already started.
+  std::error_code begin_handshake() {
+    if (started_ || handshaking_ || error_) return error_ ? error_ : make_error_code(errc::operation_in_progress);
+    handshaking_ = true;
+    step_ = vhost::hs_get_features;
+    prepare(step_);
     return {};
   }
+
+  /// Moves the handshake on as far as the socket allows without blocking:
+  /// `done`, or `wait_for` says what to wait for (POLLIN, POLLOUT). On
+  /// error the transport is failed and the step that failed is recorded.
+  std::error_code advance_handshake(bool& done, short& wait_for) {
+    done = false;
+    std::error_code ec = advance(done, wait_for);
+    if (ec) fail_handshake(ec);
+    return ec;
+  }
+
+  /// The synchronous handshake: waits with poll(), at most the reply
+  /// timeout at a time.
+  std::error_code handshake() {
+    if (auto ec = begin_handshake()) return ec;
+    for (;;) {
+      bool done;
+      short wait_for = 0;
+      if (auto ec = advance_handshake(done, wait_for)) return ec;
+      if (done) return {};
+      if (auto ec = wait_socket(wait_for)) return fail_handshake(ec), ec;
+    }
+  }
+
+  /// One asynchronous wait of the handshake, bounded by the reply timeout:
+  /// the timer cancels the socket wait, and `end_handshake_wait` tells a
+  /// timeout from a cancellation.
+  template <class Handler> void wait_handshake(short wait_for, Handler&& handler) {
+    const std::uint64_t generation = ++wait_generation_;
+    timed_out_ = false;
+    reply_timer_.expires_after(config_.reply_timeout);
+    reply_timer_.async_wait([self = this->shared_from_this(), generation](std::error_code ec) {
+      if (ec || generation != self->wait_generation_) return;
+      self->timed_out_ = true;
+      std::error_code ignored;
+      self->socket_.cancel(ignored);
+    });
+    socket_.async_wait(wait_for == POLLIN ? asio::posix::descriptor_base::wait_read
+                                          : asio::posix::descriptor_base::wait_write,
+                       std::forward<Handler>(handler));
+  }
+
+  /// After a handshake wait completed with `ec`: the error that ends the
+  /// handshake (the transport's own, a timeout, a cancellation), if any; the
+  /// transport is then failed with it.
+  std::error_code end_handshake_wait(std::error_code ec) {
+    ++wait_generation_;
+    reply_timer_.cancel();
+    if (error_) ec = error_;
+    else if (timed_out_) ec = errc::start_timeout;
+    if (ec) fail_handshake(ec);
+    return ec;
+  }
+
+  /// The step the handshake failed at, for the throwing form.
+  const char* failed_step() const noexcept { return negotiation_.failed_step.empty() ? "start" : negotiation_.failed_step.data(); }
 
   /// Drains a call eventfd, so that the next wait sees only later signals.
   static void drain(int fd) noexcept {
@@ -335,82 +402,195 @@ private:
   static constexpr int kick_event(int queue) noexcept { return queue; }
   static constexpr int call_event(int queue) noexcept { return 2 + queue; }
 
-  vhost::step_error negotiate_and_start() {
+  /// Name of a handshake step, for error messages.
+  static const char* step_name(unsigned step) noexcept {
     using namespace vhost;
-    std::error_code ec;
-    std::uint64_t features = 0;
-    if ((ec = request_u64(get_features, features))) return {ec, "GET_FEATURES"};
-    negotiation_.offered_features = features;
-    if (!(features & f_version_1)) return {errc::protocol_error, "GET_FEATURES (the backend lacks VIRTIO_F_VERSION_1)"};
-    const std::uint64_t acked = f_version_1 | (features & f_protocol_features);
-    if (acked & f_protocol_features) {
-      std::uint64_t offered = 0;
-      if ((ec = request_u64(get_protocol_features, offered))) return {ec, "GET_PROTOCOL_FEATURES"};
-      negotiation_.offered_protocol_features = offered;
-      negotiation_.acked_protocol_features = offered & pf_reply_ack;
-      if ((ec = send_u64(set_protocol_features, negotiation_.acked_protocol_features, false)))
-        return {ec, "SET_PROTOCOL_FEATURES"};
+    static constexpr const char* queue_steps[] = {"SET_VRING_NUM", "SET_VRING_BASE", "SET_VRING_ADDR",
+                                                  "SET_VRING_KICK", "SET_VRING_CALL"};
+    switch (step) {
+    case hs_get_features: return "GET_FEATURES";
+    case hs_get_protocol_features: return "GET_PROTOCOL_FEATURES";
+    case hs_set_protocol_features: return "SET_PROTOCOL_FEATURES";
+    case hs_set_owner: return "SET_OWNER";
+    case hs_set_features: return "SET_FEATURES";
+    case hs_set_mem_table: return "SET_MEM_TABLE";
+    case hs_enable:
+    case hs_enable + 1: return "SET_VRING_ENABLE";
+    case hs_barrier: return "GET_FEATURES (barrier)";
+    default: return step < hs_enable ? queue_steps[(step - hs_first_queue_step) % 5] : "start";
     }
-    acked_reply_ = negotiation_.acked_protocol_features & pf_reply_ack;
-    if ((ec = send_message(set_owner, nullptr, 0, -1))) return {ec, "SET_OWNER"};
-    if ((ec = send_u64(set_features, acked, acked_reply_))) return {ec, "SET_FEATURES"};
-    negotiation_.acked_features = acked;
-    memory_table table{1, 0, {0, layout_.size, std::uint64_t(reinterpret_cast<std::uintptr_t>(memory_)), 0}};
-    if ((ec = send_message(set_mem_table, &table, sizeof table, memory_fd_.get()))) return {ec, "SET_MEM_TABLE"};
-    for (std::uint32_t index = 0; index < 2; ++index) {
-      split_queue& q = queue_[index];
+  }
+
+  void fail_handshake(std::error_code ec) noexcept {
+    if (negotiation_.failed_step.empty()) negotiation_.failed_step = step_name(step_);
+    handshaking_ = false;
+    fail(ec);
+  }
+
+  /// Queues a message; its reply (a u64) is awaited when `want_reply`, or
+  /// when REPLY_ACK was agreed and `ack` asks for the backend's status.
+  void queue_message(std::uint32_t request, const void* payload, std::size_t size, int fd, bool ack,
+                     bool want_reply = false) {
+    const bool need_reply = ack && acked_reply_;
+    const vhost::header h{request, vhost::version | (need_reply ? vhost::need_reply_flag : 0u), std::uint32_t(size)};
+    std::memcpy(out_, &h, sizeof h);
+    if (size) std::memcpy(out_ + sizeof h, payload, size);
+    out_size_ = sizeof h + size;
+    out_written_ = 0;
+    out_fd_ = fd;
+    in_read_ = 0;
+    in_wanted_ = need_reply || want_reply ? sizeof in_ : 0;
+    in_request_ = request;
+  }
+
+  /// Queues the message of `step`; false if the step does not apply to what
+  /// was negotiated.
+  bool prepare(unsigned step) {
+    using namespace vhost;
+    const bool protocol = acked_features_ & f_protocol_features;
+    switch (step) {
+    case hs_barrier:
+      if (acked_reply_) return false;
+      [[fallthrough]];
+    case hs_get_features: return queue_message(get_features, nullptr, 0, -1, false, true), true;
+    case hs_get_protocol_features:
+      return protocol && (queue_message(get_protocol_features, nullptr, 0, -1, false, true), true);
+    case hs_set_protocol_features:
+      return protocol && (queue_message(set_protocol_features, &negotiation_.acked_protocol_features, 8, -1, false), true);
+    case hs_set_owner: return queue_message(set_owner, nullptr, 0, -1, true), true;
+    case hs_set_features: return queue_message(set_features, &acked_features_, 8, -1, true), true;
+    case hs_set_mem_table: {
+      const memory_table table{1, 0, {0, layout_.size, address_of(0), 0}};
+      return queue_message(set_mem_table, &table, sizeof table, memory_fd_.get(), true), true;
+    }
+    case hs_enable:
+    case hs_enable + 1: {
+      const vring_state enable{step - hs_enable, 1};
+      return protocol && (queue_message(set_vring_enable, &enable, sizeof enable, -1, true), true);
+    }
+    default: break;
+    }
+    const std::uint32_t index = (step - hs_first_queue_step) / 5;
+    split_queue& q = queue_[index];
+    switch ((step - hs_first_queue_step) % 5) {
+    case 0: {
       const bool receiving = index == 0;
       for (std::uint16_t id = 0; id < q.size; ++id)
-        q.descriptors()[id] = {q.slot_address(id), std::uint32_t(slot_size), std::uint16_t(receiving ? descriptor_write : 0), 0};
+        q.descriptors()[id] = {q.slot_address(id), std::uint32_t(slot_size),
+                               std::uint16_t(receiving ? descriptor_write : 0), 0};
       if (receiving) {
         for (std::uint16_t id = 0; id < q.size; ++id) q.offer(id);
         q.publish();
       }
-      const auto address = [&](std::size_t offset) { return std::uint64_t(reinterpret_cast<std::uintptr_t>(memory_ + offset)); };
-      const vring_state num{index, q.size}, base{index, 0};
-      const vring_address addresses{index, 0, address(q.at.descriptors), address(q.at.used), address(q.at.available), 0};
-      if ((ec = send_message(set_vring_num, &num, sizeof num, -1))) return {ec, "SET_VRING_NUM"};
-      if ((ec = send_message(set_vring_base, &base, sizeof base, -1))) return {ec, "SET_VRING_BASE"};
-      if ((ec = send_message(set_vring_addr, &addresses, sizeof addresses, -1))) return {ec, "SET_VRING_ADDR"};
+      const vring_state num{index, q.size};
+      return queue_message(set_vring_num, &num, sizeof num, -1, true), true;
+    }
+    case 1: {
+      const vring_state base{index, 0};
+      return queue_message(set_vring_base, &base, sizeof base, -1, true), true;
+    }
+    case 2: {
+      const vring_address addresses{index, 0, address_of(q.at.descriptors), address_of(q.at.used),
+                                    address_of(q.at.available), 0};
+      return queue_message(set_vring_addr, &addresses, sizeof addresses, -1, true), true;
+    }
+    default: {
       const std::uint64_t which = index;
-      if ((ec = send_message(set_vring_kick, &which, sizeof which, events_[kick_event(int(index))].get())))
-        return {ec, "SET_VRING_KICK"};
-      if ((ec = send_message(set_vring_call, &which, sizeof which, events_[call_event(int(index))].get())))
-        return {ec, "SET_VRING_CALL"};
+      const bool kick_step = (step - hs_first_queue_step) % 5 == 3;
+      const int fd = events_[kick_step ? kick_event(int(index)) : call_event(int(index))].get();
+      return queue_message(kick_step ? set_vring_kick : set_vring_call, &which, sizeof which, fd, true), true;
     }
-    if (acked & f_protocol_features)
-      for (std::uint32_t index = 0; index < 2; ++index) {
-        const vring_state enable{index, 1};
-        if ((ec = send_message(set_vring_enable, &enable, sizeof enable, -1))) return {ec, "SET_VRING_ENABLE"};
-      }
-    if (!acked_reply_) {
-      std::uint64_t again = 0; // a round trip: everything before it was handled
-      if ((ec = request_u64(get_features, again))) return {ec, "GET_FEATURES (barrier)"};
     }
-    receive_call_.assign(events_[call_event(0)].release());
-    transmit_call_.assign(events_[call_event(1)].release());
-    return {};
   }
 
-  /// Sends a request; with REPLY_ACK agreed and `need_reply`, waits for the
-  /// backend's status (0: done).
-  std::error_code send_message(std::uint32_t request, const void* payload, std::size_t size, int fd,
-                               bool need_reply = true) {
-    need_reply = need_reply && acked_reply_;
-    vhost::header h{request, vhost::version | (need_reply ? vhost::need_reply_flag : 0u), std::uint32_t(size)};
-    if (auto ec = write_all(h, payload, size, fd)) return ec;
-    if (!need_reply) return {};
-    std::uint64_t status = 0;
-    if (auto ec = read_reply(request, status)) return ec;
-    return status == 0 ? std::error_code{} : make_error_code(errc::protocol_error);
+  std::uint64_t address_of(std::size_t offset) const noexcept {
+    return std::uint64_t(reinterpret_cast<std::uintptr_t>(memory_ + offset));
   }
-  std::error_code send_u64(std::uint32_t request, std::uint64_t value, bool need_reply) {
-    return send_message(request, &value, sizeof value, -1, need_reply);
+
+  /// Checks the reply just read and takes what it says.
+  std::error_code take_reply() {
+    using namespace vhost;
+    header h;
+    std::uint64_t value;
+    std::memcpy(&h, in_, sizeof h);
+    std::memcpy(&value, in_ + sizeof h, sizeof value);
+    if (h.request != in_request_ || (h.flags & 3) != version || !(h.flags & reply_flag) || h.size != sizeof value)
+      return errc::protocol_error;
+    switch (step_) {
+    case hs_get_features:
+      negotiation_.offered_features = value;
+      if (!(value & f_version_1)) {
+        negotiation_.failed_step = "GET_FEATURES (the backend lacks VIRTIO_F_VERSION_1)";
+        return errc::protocol_error;
+      }
+      acked_features_ = f_version_1 | (value & f_protocol_features);
+      return {};
+    case hs_get_protocol_features:
+      negotiation_.offered_protocol_features = value;
+      negotiation_.acked_protocol_features = value & pf_reply_ack;
+      acked_reply_ = negotiation_.acked_protocol_features & pf_reply_ack;
+      return {};
+    case hs_barrier: return {};
+    default: return value == 0 ? std::error_code{} : make_error_code(errc::protocol_error); // a REPLY_ACK status
+    }
   }
-  std::error_code request_u64(std::uint32_t request, std::uint64_t& value) {
-    vhost::header h{request, vhost::version, 0};
-    if (auto ec = write_all(h, nullptr, 0, -1)) return ec;
-    return read_reply(request, value);
+
+  /// The non-blocking core of the handshake (see advance_handshake).
+  std::error_code advance(bool& done, short& wait_for) {
+    for (;;) {
+      if (out_written_ < out_size_) {
+        iovec part{out_ + out_written_, out_size_ - out_written_};
+        msghdr m{};
+        m.msg_iov = &part;
+        m.msg_iovlen = 1;
+        alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+        if (out_fd_ >= 0 && out_written_ == 0) {
+          m.msg_control = control;
+          m.msg_controllen = sizeof control;
+          cmsghdr* c = CMSG_FIRSTHDR(&m);
+          c->cmsg_level = SOL_SOCKET;
+          c->cmsg_type = SCM_RIGHTS;
+          c->cmsg_len = CMSG_LEN(sizeof(int));
+          std::memcpy(CMSG_DATA(c), &out_fd_, sizeof out_fd_);
+        }
+        const ssize_t sent = ::sendmsg(socket_.native_handle(), &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (sent > 0) {
+          out_written_ += std::size_t(sent);
+          continue;
+        }
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN) return wait_for = POLLOUT, std::error_code{};
+        if (errno == EPIPE || errno == ECONNRESET) return errc::connection_closed;
+        return {errno, std::system_category()};
+      }
+      if (in_read_ < in_wanted_) {
+        const ssize_t got = ::recv(socket_.native_handle(), in_ + in_read_, in_wanted_ - in_read_, MSG_DONTWAIT);
+        if (got > 0) {
+          in_read_ += std::size_t(got);
+          continue;
+        }
+        if (got == 0 || errno == ECONNRESET) return errc::connection_closed;
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN) return wait_for = POLLIN, std::error_code{};
+        return {errno, std::system_category()};
+      }
+      if (in_wanted_) {
+        if (auto ec = take_reply()) return ec;
+        in_wanted_ = 0;
+      }
+      while (++step_ < vhost::hs_done && !prepare(step_)) {
+      }
+      if (step_ == vhost::hs_done) return finish_handshake(), done = true, std::error_code{};
+    }
+  }
+
+  void finish_handshake() {
+    receive_call_.assign(events_[call_event(0)].release());
+    transmit_call_.assign(events_[call_event(1)].release());
+    for (std::uint16_t id = 0; id < config_.queue_size; ++id) free_transmit_[free_count_++] = id;
+    negotiation_.acked_features = acked_features_;
+    handshaking_ = false;
+    started_ = true;
   }
 
   /// Waits for `events` on the socket for at most the reply timeout.
@@ -422,66 +602,6 @@ private:
       if (ready == 0) return errc::start_timeout;
       if (errno != EINTR) return {errno, std::system_category()};
     }
-  }
-
-  std::error_code write_all(const vhost::header& h, const void* payload, std::size_t size, int fd) {
-    std::byte message[sizeof h + 64];
-    std::memcpy(message, &h, sizeof h);
-    if (size) std::memcpy(message + sizeof h, payload, size);
-    std::size_t done = 0;
-    const std::size_t total = sizeof h + size;
-    while (done < total) {
-      iovec part{message + done, total - done};
-      msghdr m{};
-      m.msg_iov = &part;
-      m.msg_iovlen = 1;
-      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
-      if (fd >= 0 && done == 0) {
-        m.msg_control = control;
-        m.msg_controllen = sizeof control;
-        cmsghdr* c = CMSG_FIRSTHDR(&m);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
-      }
-      const ssize_t sent = ::sendmsg(socket_.native_handle(), &m, MSG_NOSIGNAL);
-      if (sent > 0) {
-        done += std::size_t(sent);
-        continue;
-      }
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN) return errno == EPIPE || errno == ECONNRESET ? make_error_code(errc::connection_closed)
-                                                                        : std::error_code{errno, std::system_category()};
-      if (auto ec = wait_socket(POLLOUT)) return ec;
-    }
-    return {};
-  }
-
-  std::error_code read_exact(void* into, std::size_t size) {
-    auto* at = static_cast<std::byte*>(into);
-    while (size) {
-      const ssize_t got = ::recv(socket_.native_handle(), at, size, 0);
-      if (got > 0) {
-        at += got, size -= std::size_t(got);
-        continue;
-      }
-      if (got == 0 || (got < 0 && errno == ECONNRESET)) return errc::connection_closed;
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN) return {errno, std::system_category()};
-      if (auto ec = wait_socket(POLLIN)) return ec;
-    }
-    return {};
-  }
-
-  /// A reply to `request` carrying one u64 (features, or a REPLY_ACK status).
-  std::error_code read_reply(std::uint32_t request, std::uint64_t& value) {
-    vhost::header h{};
-    if (auto ec = read_exact(&h, sizeof h)) return ec;
-    if (h.request != request || (h.flags & 3) != vhost::version || !(h.flags & vhost::reply_flag) ||
-        h.size != sizeof value)
-      return errc::protocol_error;
-    return read_exact(&value, sizeof value);
   }
 
   vhost_user_transport_config config_;
@@ -497,7 +617,53 @@ private:
   vhost_user_negotiation negotiation_;
   vhost_user_counters counters_;
   std::error_code error_;
+  // Handshake progress: the message being written, the reply awaited.
+  std::byte out_[sizeof(vhost::header) + sizeof(vhost::vring_address) + 24];
+  std::size_t out_size_ = 0, out_written_ = 0;
+  int out_fd_ = -1;
+  std::byte in_[sizeof(vhost::header) + sizeof(std::uint64_t)];
+  std::size_t in_wanted_ = 0, in_read_ = 0;
+  std::uint32_t in_request_ = 0;
+  unsigned step_ = 0;
+  std::uint64_t acked_features_ = 0;
+  asio::basic_waitable_timer<std::chrono::steady_clock, asio::wait_traits<std::chrono::steady_clock>, Executor>
+      reply_timer_;
+  std::uint64_t wait_generation_ = 0;
+  bool timed_out_ = false, handshaking_ = false;
   bool started_ = false, acked_reply_ = false;
+};
+
+/// async_handshake: advance without blocking, wait (bounded by the reply
+/// timeout) whenever the socket says so.
+template <class Executor>
+struct vhost_user_handshake_op {
+  explicit vhost_user_handshake_op(std::shared_ptr<vhost_user_state<Executor>> s) : state(std::move(s)) {}
+  std::shared_ptr<vhost_user_state<Executor>> state;
+  std::error_code result;
+  bool started = false, finished = false;
+
+  template <class Self> void operator()(Self& self, std::error_code ec = {}) {
+    if (finished) return self.complete(result);
+    if (!started) {
+      self.reset_cancellation_state(asio::enable_total_cancellation());
+      result = state->begin_handshake();
+    } else {
+      result = state->end_handshake_wait(ec);
+    }
+    if (!result) {
+      bool done;
+      short wait_for = 0;
+      result = state->advance_handshake(done, wait_for);
+      if (!result && !done) {
+        started = true;
+        return state->wait_handshake(wait_for, std::move(self));
+      }
+      if (!result) state->watch_socket();
+    }
+    if (started) return self.complete(result);
+    started = finished = true;
+    asio::post(state->executor(), std::move(self));
+  }
 };
 
 /// async_receive: take used frames, else drain the call eventfd, look
@@ -580,15 +746,21 @@ basic_vhost_user_transport<Executor>::operator=(basic_vhost_user_transport&& oth
 template <class Executor> basic_vhost_user_transport<Executor>::~basic_vhost_user_transport() { close(); }
 
 template <class Executor> void basic_vhost_user_transport<Executor>::handshake(std::error_code& ec) {
-  ec = state_->handshake().code;
+  ec = state_->handshake();
   if (!ec) state_->watch_socket();
 }
 
 template <class Executor> void basic_vhost_user_transport<Executor>::handshake() {
-  const detail::vhost::step_error failed = state_->handshake();
-  if (failed.code)
-    throw std::system_error(failed.code, std::string("netpasst: vhost-user handshake: ") + failed.step);
+  if (const std::error_code ec = state_->handshake())
+    throw std::system_error(ec, std::string("netpasst: vhost-user handshake: ") + state_->failed_step());
   state_->watch_socket();
+}
+
+template <class Executor>
+template <asio::completion_token_for<void(std::error_code)> Token>
+auto basic_vhost_user_transport<Executor>::async_handshake(Token&& token) {
+  return asio::async_compose<Token, void(std::error_code)>(detail::vhost_user_handshake_op<Executor>(state_), token,
+                                                           state_->socket());
 }
 
 template <class Executor>
