@@ -4,6 +4,7 @@
 #include <netpasst/concepts.hpp>
 #include <netpasst/lifecycle.hpp>
 #include <netpasst/session/vhost_user.hpp>
+#include <netpasst/testing/scripted_launcher.hpp>
 #include <netpasst/transport/vhost_user.hpp>
 
 #include "../common/test_support.hpp"
@@ -21,6 +22,7 @@
 #include <atomic>
 #include <cstring>
 #include <functional>
+#include <list>
 #include <optional>
 #include <thread>
 #include <vector>
@@ -359,4 +361,76 @@ TEST_CASE("vhost-user async handshake: each failure names its step and cancellin
   ::shutdown(p.theirs.get(), SHUT_RDWR);
   t.close();
   peer.join();
+}
+
+namespace {
+/// Plays passt for a lifecycle: a scripted backend on each launch's fd 3.
+struct vhost_passts {
+  std::list<netpasst::unique_fd> ends;
+  std::list<scripted_backend> backends;
+  std::list<std::thread> threads;
+  std::vector<std::shared_ptr<netpasst::testing::scripted_exit>> processes;
+  std::size_t silent_from = SIZE_MAX; // launches from this index on never answer
+
+  void operator()(netpasst::testing::scripted_launch launch) {
+    processes.push_back(launch.process);
+    auto& backend = backends.emplace_back();
+    backend.silent = processes.size() > silent_from;
+    const int fd = ends.emplace_back(std::move(launch.passt_end)).get();
+    threads.emplace_back([&backend, fd] { backend.serve(fd); });
+  }
+  ~vhost_passts() {
+    for (auto& end : ends) ::shutdown(end.get(), SHUT_RDWR);
+    for (auto& thread : threads) thread.join();
+  }
+};
+} // namespace
+
+TEST_CASE("vhost-user session under a lifecycle: a dead passt is replaced with a new handshake and a stop ends a pending one") {
+  using vhost_lifecycle = netpasst::basic_lifecycle<netpasst::vhost_user_session, netpasst::testing::scripted_launcher>;
+  asio::io_context io;
+  netpasst::testing::scripted_launcher launcher(io);
+  vhost_passts passts;
+  launcher.on_launch([&](netpasst::testing::scripted_launch l) { passts(std::move(l)); });
+  netpasst::lifecycle_config config;
+  config.restart.initial_backoff = 10ms;
+  config.restart.min_uptime = 0ms;
+  config.stop_grace = 50ms;
+  config.loss_settle = 20ms;
+  vhost_lifecycle life(launcher, {}, config, netpasst::argv_builder{}, io.get_executor(),
+                       netpasst::vhost_user_transport_config{.queue_size = 16, .reply_timeout = 30s});
+  std::vector<netpasst::lifecycle_event> events;
+  life.subscribe([&](const netpasst::lifecycle_event& e) { events.push_back(e); });
+  std::optional<std::error_code> started;
+
+  SECTION("passt dies: link down, a second passt and handshake, link up as generation 2") {
+    life.async_start([&](std::error_code ec) { started = ec; });
+    REQUIRE(netpasst::test::run_until(io, [&] { return started.has_value(); }));
+    REQUIRE_FALSE(*started);
+    CHECK(life.next_layer().attached());
+    passts.processes.front()->exit(128 + SIGKILL);
+    ::shutdown(passts.ends.front().get(), SHUT_RDWR);
+    auto ups = [&] {
+      return std::count_if(events.begin(), events.end(),
+                           [](const auto& e) { return e.kind == netpasst::lifecycle_event_kind::link_up; });
+    };
+    REQUIRE(netpasst::test::run_until(io, [&] { return ups() == 2; }));
+    CHECK(launcher.launches() == 2);
+    CHECK(events.back().generation == 2);
+    CHECK(std::any_of(events.begin(), events.end(),
+                      [](const auto& e) { return e.kind == netpasst::lifecycle_event_kind::link_down; }));
+    CHECK(life.next_layer().attached());
+    CHECK(passts.backends.back().requests == 18); // the whole handshake again, on fresh memory
+  }
+  SECTION("stop while passt has not answered: the start ends as stopped, not after the reply timeout") {
+    passts.silent_from = 0;
+    life.async_start([&](std::error_code ec) { started = ec; });
+    REQUIRE(netpasst::test::run_until(io, [&] { return passts.backends.size() == 1 && passts.backends.front().requests > 0; }));
+    CHECK_FALSE(started);
+    life.stop();
+    REQUIRE(netpasst::test::run_until(io, [&] { return started.has_value(); }, 10s));
+    CHECK(*started == netpasst::errc::stopped);
+    CHECK_FALSE(life.next_layer().attached());
+  }
+  life.stop();
 }

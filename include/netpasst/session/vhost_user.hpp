@@ -12,9 +12,10 @@
 /// `--fd` exits when its socket closes, so a restart always brings a new
 /// passt, never a reconnection.
 ///
-/// The handshake is synchronous (see transport/vhost_user.hpp): the attach
-/// runs it on the executor and blocks it for at most the configured reply
-/// timeout per message.
+/// The attach does the transport's `async_handshake`: nothing blocks the
+/// executor while passt answers. `detach` during a handshake closes the
+/// half-made connection, and the attach completes with
+/// `errc::transport_closed`.
 
 #include <netpasst/concepts.hpp>
 #include <netpasst/transport/persistent.hpp>
@@ -27,6 +28,7 @@
 #include <asio/execution_context.hpp>
 #include <asio/post.hpp>
 
+#include <optional>
 #include <system_error>
 #include <type_traits>
 
@@ -54,40 +56,63 @@ public:
   /// The configuration each connection's transport is made with.
   const vhost_user_transport_config& config() const noexcept { return config_; }
 
-  /// Makes a vhost-user transport on `socket`, does the handshake and
+  /// Makes a vhost-user transport on `socket`, does its handshake and
   /// attaches it. Completion signature `void(std::error_code)`, never inside
-  /// this call; errors are the transport's constructor's and handshake's.
+  /// this call; errors are the transport's constructor's and handshake's,
+  /// or `errc::operation_in_progress` while another attach is pending.
   template <asio::completion_token_for<void(std::error_code)> Token =
                 asio::default_completion_token_t<executor_type>>
   auto async_attach(unique_fd socket, Token&& token = asio::default_completion_token_t<executor_type>{}) {
-    return asio::async_compose<Token, void(std::error_code)>(attach_op{this, std::move(socket), false, {}}, token,
+    return asio::async_compose<Token, void(std::error_code)>(attach_op{this, std::move(socket), attach_op::initiating, {}}, token,
                                                              this->get_executor());
   }
 
+  /// As `basic_persistent_transport::detach`; also abandons a handshake in
+  /// progress.
+  void detach(std::error_code reason = {}) {
+    if (handshaking_) handshaking_->close();
+    base::detach(reason);
+  }
+
   using base::async_wait_lost;
-  using base::detach;
+
+  /// Closes the connection and abandons a handshake in progress (a pending
+  /// attach must not outlive the session: its completion uses it).
+  ~basic_vhost_user_session() {
+    if (handshaking_) handshaking_->close();
+  }
 
 private:
   struct attach_op {
     basic_vhost_user_session* session;
     unique_fd socket;
-    bool attached = false;
+    enum { initiating, handshaking, posted } stage = initiating;
     std::error_code result;
 
-    template <class Self> void operator()(Self& self) {
-      if (attached) return self.complete(result);
-      attached = true;
-      try {
-        basic_vhost_user_transport<Executor> transport(session->get_executor(), std::move(socket), session->config_);
-        transport.handshake(result);
-        if (!result) session->attach(std::move(transport));
-      } catch (const std::system_error& e) {
-        result = e.code();
+    template <class Self> void operator()(Self& self, std::error_code ec = {}) {
+      if (stage == posted) return self.complete(result);
+      if (stage == handshaking) {
+        if (!ec) session->attach(std::move(*session->handshaking_));
+        session->handshaking_.reset();
+        return self.complete(ec);
       }
+      if (session->handshaking_) {
+        result = errc::operation_in_progress;
+      } else {
+        try {
+          session->handshaking_.emplace(session->get_executor(), std::move(socket), session->config_);
+          stage = handshaking;
+          return session->handshaking_->async_handshake(std::move(self));
+        } catch (const std::system_error& e) {
+          result = e.code();
+        }
+      }
+      stage = posted;
       asio::post(session->get_executor(), std::move(self));
     }
   };
 
+  std::optional<basic_vhost_user_transport<Executor>> handshaking_;
   vhost_user_transport_config config_;
 };
 
