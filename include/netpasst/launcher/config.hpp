@@ -26,6 +26,10 @@ struct launcher_config {
   /// SO_SNDBUF/SO_RCVBUF of passt's end of the socketpair (SO_*BUFFORCE tried
   /// first); 0 leaves the kernel's defaults. passt does not size a socket it
   /// is given with `--fd`. Our end is sized by the transport that takes it.
+  /// Measured with Debian 12's passt and bulk TCP into a guest: 4 MiB and
+  /// more run at full speed, 1 MiB at about two thirds, and at 256 KiB
+  /// host-to-guest throughput collapses below 1 Gbit/s (the kernel's
+  /// default, about 208 KiB, is smaller still).
   int peer_socket_buffer_bytes = 4 << 20;
 };
 
