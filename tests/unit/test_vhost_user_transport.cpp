@@ -152,6 +152,35 @@ TEST_CASE("vhost-user handshake: the messages a frontend owes in order with memo
   CHECK(acked == negotiated.acked_features); // no offload, no mergeable buffers asked for
 }
 
+TEST_CASE("vhost-user handshake: GUEST_CSUM is acked only when asked for and offered") {
+  // passt offers VERSION_1, GUEST_CSUM, MRG_RXBUF, LOG_ALL, PROTOCOL_FEATURES.
+  static constexpr std::uint64_t passt_features = (1ull << 32) | (1ull << 1) | (1ull << 15) | (1ull << 26) | (1ull << 30);
+  const auto [asked, offered, expected] = GENERATE(table<bool, std::uint64_t, std::uint64_t>({
+      {false, passt_features, (1ull << 32) | (1ull << 30)},
+      {true, passt_features, (1ull << 32) | (1ull << 30) | (1ull << 1)},
+      {true, (1ull << 32) | (1ull << 30), (1ull << 32) | (1ull << 30)},
+  }));
+  INFO("asked " << asked << " offered " << std::hex << offered);
+  pair_fixture p;
+  scripted_backend backend;
+  backend.features = offered;
+  std::thread peer([&] { backend.serve(p.theirs.get()); });
+  asio::io_context io;
+  netpasst::vhost_user_transport t(io, std::move(p.ours), {.queue_size = 16, .guest_checksum_offload = asked});
+  std::error_code ec;
+  t.handshake(ec);
+  CHECK_FALSE(ec);
+  t.close();
+  peer.join();
+  CHECK(t.negotiation().acked_features == expected);
+  CHECK(t.negotiation().guest_checksum_offload() == bool(expected & (1ull << 1)));
+  REQUIRE(backend.seen.size() > 4);
+  REQUIRE(backend.seen[4].request == 2);
+  std::uint64_t acked = 0;
+  std::memcpy(&acked, backend.seen[4].payload.data(), 8);
+  CHECK(acked == expected);
+}
+
 TEST_CASE("vhost-user handshake: without REPLY_ACK a GET_FEATURES round trip closes it") {
   pair_fixture p;
   scripted_backend backend;

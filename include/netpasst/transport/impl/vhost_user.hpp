@@ -34,7 +34,7 @@ inline constexpr std::uint32_t get_features = 1, set_features = 2, set_owner = 3
                                set_vring_enable = 18;
 // Header flags: protocol version 1 in the low two bits, then "reply", "need reply".
 inline constexpr std::uint32_t version = 1, reply_flag = 1u << 2, need_reply_flag = 1u << 3;
-inline constexpr std::uint64_t f_version_1 = 1ull << 32, f_protocol_features = 1ull << 30;
+inline constexpr std::uint64_t f_version_1 = 1ull << 32, f_protocol_features = 1ull << 30, f_guest_csum = 1ull << 1;
 inline constexpr std::uint64_t pf_reply_ack = 1ull << 3;
 
 struct header {
@@ -524,6 +524,7 @@ private:
         return errc::protocol_error;
       }
       acked_features_ = f_version_1 | (value & f_protocol_features);
+      if (config_.guest_checksum_offload) acked_features_ |= value & f_guest_csum;
       return {};
     case hs_get_protocol_features:
       negotiation_.offered_protocol_features = value;
