@@ -4,6 +4,7 @@
 //                [--launcher daemon|foreground] [--tap IFNAME]
 //                [--no-checksum-offload] [--no-trust-checksums]
 //                [--socket-buffer BYTES] [--transport stream|vhost-user]
+//                [--no-guest-checksum-offload]
 //
 // Creates the namespace NAME if it does not exist, creates a tap (default
 // "tap0") inside it, starts passt through netpasst's lifecycle and bridges
@@ -32,6 +33,10 @@
 // --transport vhost-user starts passt with --vhost-user and moves frames
 // through shared memory (`vhost_user_session`); it needs a passt built with
 // vhost-user support (Debian 12's has none). --socket-buffer is then unused.
+// While the tap trusts passt's checksums (the default), passt is also let
+// off computing TCP and UDP checksums (VIRTIO_NET_F_GUEST_CSUM): the tap
+// rewrites that field for the kernel anyway; --no-guest-checksum-offload
+// keeps passt computing them.
 //
 // Output: one JSON object per line on stdout: `netns` (once set up), every
 // lifecycle event (`starting`, `link_up`, `link_down`, `restarting`,
@@ -88,6 +93,7 @@ struct tap_args {
   std::string transport = "stream";
   bool checksum_offload = true;
   bool trust_checksums = true;
+  bool guest_checksum_offload = true;
   std::size_t socket_buffer_bytes = netpasst::stream_transport_config{}.socket_buffer_bytes;
 };
 
@@ -95,7 +101,7 @@ int usage(const std::string& message) {
   std::fprintf(stderr,
                "netpasst_tap: %s\nusage: netpasst_tap --netns NAME [--config FILE] [--passt PATH] "
                "[--launcher daemon|foreground] [--tap IFNAME] [--no-checksum-offload] [--no-trust-checksums] "
-               "[--socket-buffer BYTES] [--transport stream|vhost-user]\n",
+               "[--socket-buffer BYTES] [--transport stream|vhost-user] [--no-guest-checksum-offload]\n",
                message.c_str());
   return 2;
 }
@@ -139,7 +145,7 @@ public:
       : io_(io), args_(args), netns_(args.netns), resolv_(args.netns),
         tap_(io, netpasst::tap_device_options{args.tap, args.netns, -1, std::nullopt, false}, tap_config(args)),
         life_(typename Lifecycle::launcher_type(io.get_executor()), std::move(opts), netpasst::lifecycle_config{},
-              netpasst::argv_builder{}, io.get_executor(), session_config(args)),
+              netpasst::argv_builder{}, io.get_executor(), session_config(args, tap_.config())),
         port_(life_), bridge_(tap_, life_), signals_(io, SIGINT, SIGTERM, SIGUSR1), retry_(io) {
     print_line({{"event", "netns"},
                 {"netns", netns_.name()},
@@ -149,6 +155,7 @@ public:
                 {"checksum_offload", tap_.config().checksum_offload},
                 {"trust_checksums", tap_.config().trust_checksums},
                 {"transport", args.transport},
+                {"guest_checksum_offload", guest_checksum_offload()},
                 {"socket_buffer_bytes", args.socket_buffer_bytes}});
   }
 
@@ -164,6 +171,11 @@ public:
   }
 
 private:
+  bool guest_checksum_offload() const {
+    if constexpr (Lifecycle::session_type::mode == netpasst::passt_mode::stream) return false;
+    else return life_.next_layer().config().guest_checksum_offload;
+  }
+
   static netpasst::tap_transport_config tap_config(const tap_args& args) {
     netpasst::tap_transport_config config;
     config.checksum_offload = args.checksum_offload;
@@ -173,13 +185,16 @@ private:
 
   /// The session's configuration. For the stream, its socket send buffer is
   /// what passt can read in one go, so it bounds each burst passt writes to
-  /// its host sockets.
+  /// its host sockets. Over vhost-user, a tap that trusts passt's checksums
+  /// rewrites them anyway, so passt may leave them out.
   using session_config_type =
       std::remove_cvref_t<decltype(std::declval<const typename Lifecycle::session_type&>().config())>;
-  static session_config_type session_config(const tap_args& args) {
+  static session_config_type session_config(const tap_args& args, const netpasst::tap_transport_config& tap) {
     session_config_type config;
     if constexpr (Lifecycle::session_type::mode == netpasst::passt_mode::stream)
       config.socket_buffer_bytes = args.socket_buffer_bytes;
+    else
+      config.guest_checksum_offload = args.guest_checksum_offload && tap.trust_checksums;
     return config;
   }
 
@@ -378,6 +393,10 @@ int main(int argc, char** argv) {
     }
     if (a == "--no-checksum-offload" || a == "--no-trust-checksums") {
       (a == "--no-checksum-offload" ? args.checksum_offload : args.trust_checksums) = false;
+      continue;
+    }
+    if (a == "--no-guest-checksum-offload") {
+      args.guest_checksum_offload = false;
       continue;
     }
     if (a == "--socket-buffer") {

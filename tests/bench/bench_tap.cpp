@@ -32,7 +32,7 @@
 // Usage: bench_tap [--quick] [--rounds N] [--seconds S] [--passt PATH]
 //                  [--pasta PATH] [--runas-root] [--checksums on|off|both]
 //                  [--guest-tcp-rmem "MIN DEFAULT MAX"] [--congestion-control NAME]
-//                  [--socket-buffers BYTES[,BYTES...]]
+//                  [--socket-buffers BYTES[,BYTES...]] [--vhost-user-passt PATH]
 //   --runas-root      passes runas 0 to passt (an upstream passt needs it to
 //                     write its pidfile when started as root)
 //   --checksums       netpasst_tap with checksum offload, without, or both
@@ -50,6 +50,12 @@
 //   --socket-buffers  one more netpasst_tap (checksum offload on) per size,
 //                     run with --socket-buffer BYTES (its stream socket's
 //                     send buffer towards passt), labelled netpasst-sbBYTES
+//   --vhost-user-passt a passt build that knows --vhost-user: three more
+//                     netpasst_tap on it, the stream transport
+//                     (netpasst-upstream), the vhost-user transport as
+//                     netpasst_tap runs it (netpasst-vhost-user: passt
+//                     leaves the checksums it sends to the tap) and with
+//                     --no-guest-checksum-offload (netpasst-vhost-user-csum)
 //
 // The congestion control in use is printed: it moves the figures. With BBR
 // (whose pacing, without the fq qdisc, arms a timer per paced packet) a
@@ -243,7 +249,7 @@ bool wait_for_file_line(const std::string& path, const std::string& needle, std:
 
 /// One netpasst_tap under test: its namespace, forwarded port and output.
 struct netpasst_guest {
-  std::string label; // "netpasst" (offload on), "netpasst-plain", "netpasst-sb<BYTES>"
+  std::string label; // "netpasst" (offload on), "netpasst-plain", "netpasst-sb<BYTES>", "netpasst-vhost-user"...
   std::string ns, out;
   int port;
   std::unique_ptr<process> vmm, server;
@@ -384,12 +390,15 @@ int main(int argc, char** argv) {
                       socket_buffers[i], {}, {}});
   }
   // A passt built with --vhost-user: the stream transport and the vhost-user
-  // transport over that same build, side by side.
+  // transport over that same build, side by side; the vhost-user one also
+  // with passt computing the checksums it sends (no GUEST_CSUM).
   if (!vhost_user_passt.empty()) {
     guests.push_back({"netpasst-upstream", "bench-netpasst-upstream", dir + "/tap-upstream.out", 5220, {}, {}, 0, {},
                       vhost_user_passt, {}});
     guests.push_back({"netpasst-vhost-user", "bench-netpasst-vhost-user", dir + "/tap-vhost-user.out", 5221, {}, {},
                       0, {}, vhost_user_passt, "vhost-user"});
+    guests.push_back({"netpasst-vhost-user-csum", "bench-netpasst-vhost-user-csum", dir + "/tap-vhost-user-csum.out",
+                      5222, {}, {}, 0, {}, vhost_user_passt, "vhost-user"});
   }
   for (auto& g : guests) {
     json config{{"tcp-ports", {std::to_string(g.port)}}};
@@ -400,6 +409,7 @@ int main(int argc, char** argv) {
                                   "--passt", g.passt_path.empty() ? passt : g.passt_path};
     if (!g.transport.empty()) argv.insert(argv.end(), {"--transport", g.transport});
     if (g.label == "netpasst-plain") argv.push_back("--no-checksum-offload");
+    if (g.label == "netpasst-vhost-user-csum") argv.push_back("--no-guest-checksum-offload");
     if (!g.socket_buffer.empty()) argv.insert(argv.end(), {"--socket-buffer", g.socket_buffer});
     g.vmm = std::make_unique<process>(argv, g.out);
     if (!wait_for_file_line(g.out, "\"lease\"", 20s)) {
