@@ -136,63 +136,20 @@ struct testpmd_backend {
   }
 };
 
-std::uint16_t be16(const std::byte* p) {
-  return std::uint16_t(std::to_integer<unsigned>(p[0]) << 8 | std::to_integer<unsigned>(p[1]));
-}
-
-/// The TCP/UDP checksum over `segment` with the IPv4 pseudo-header: 0 when
-/// the segment carries a correct one.
-std::uint16_t transport_checksum(const netpasst::packet::ipv4_address& source,
-                                 const netpasst::packet::ipv4_address& destination, std::uint8_t protocol,
-                                 std::span<const std::byte> segment) {
-  std::byte pseudo[12]{};
-  const auto s = source.to_bytes(), d = destination.to_bytes();
-  std::memcpy(pseudo, s.data(), 4);
-  std::memcpy(pseudo + 4, d.data(), 4);
-  pseudo[9] = std::byte{protocol};
-  pseudo[10] = std::byte(segment.size() >> 8);
-  pseudo[11] = std::byte(segment.size() & 0xff);
-  return netpasst::packet::checksum_finish(netpasst::packet::checksum_add(segment, netpasst::packet::checksum_add(pseudo)));
-}
-
 /// An Ethernet + IPv4 + TCP SYN frame (no options), checksums filled in.
-std::vector<std::byte> tcp_syn_frame(const netpasst::packet::mac_address& source_mac,
-                                     const netpasst::packet::mac_address& destination_mac,
-                                     const netpasst::packet::ipv4_address& source,
-                                     const netpasst::packet::ipv4_address& destination, std::uint16_t source_port,
+std::vector<std::byte> tcp_syn_frame(const netpasst::packet::frame_addresses& addresses, std::uint16_t source_port,
                                      std::uint16_t destination_port) {
-  std::vector<std::byte> f(14 + 20 + 20);
-  std::memcpy(f.data(), destination_mac.octets.data(), 6);
-  std::memcpy(f.data() + 6, source_mac.octets.data(), 6);
-  f[12] = std::byte{0x08};
-  std::byte* ip = f.data() + 14;
-  ip[0] = std::byte{0x45};
-  ip[3] = std::byte{40};
-  ip[6] = std::byte{0x40}; // DF
-  ip[8] = std::byte{64};
-  ip[9] = std::byte{6};
-  const auto s = source.to_bytes(), d = destination.to_bytes();
-  std::memcpy(ip + 12, s.data(), 4);
-  std::memcpy(ip + 16, d.data(), 4);
-  const std::uint16_t ip_sum = netpasst::packet::internet_checksum({ip, 20});
-  ip[10] = std::byte(ip_sum >> 8);
-  ip[11] = std::byte(ip_sum & 0xff);
-  std::byte* tcp = ip + 20;
-  tcp[0] = std::byte(source_port >> 8);
-  tcp[1] = std::byte(source_port & 0xff);
-  tcp[2] = std::byte(destination_port >> 8);
-  tcp[3] = std::byte(destination_port & 0xff);
-  tcp[4] = std::byte{0x12}; // sequence number 0x12345678
-  tcp[5] = std::byte{0x34};
-  tcp[6] = std::byte{0x56};
-  tcp[7] = std::byte{0x78};
-  tcp[12] = std::byte{0x50}; // 5 words, no options
-  tcp[13] = std::byte{0x02}; // SYN
-  tcp[14] = std::byte{0xff}; // window 65535
-  tcp[15] = std::byte{0xff};
-  const std::uint16_t tcp_sum = transport_checksum(source, destination, 6, {tcp, 20});
-  tcp[16] = std::byte(tcp_sum >> 8);
-  tcp[17] = std::byte(tcp_sum & 0xff);
+  namespace packet = netpasst::packet;
+  std::vector<std::byte> f(packet::ethernet_header_size + packet::ipv4_header_size + 20);
+  packet::detail::write_ipv4_headers(f.data(), addresses, 6, 20);
+  std::byte* tcp = f.data() + packet::ethernet_header_size + packet::ipv4_header_size;
+  packet::detail::store16(tcp, source_port);
+  packet::detail::store16(tcp + 2, destination_port);
+  packet::detail::store32(tcp + 4, 0x12345678); // sequence number
+  tcp[12] = std::byte{0x50};                    // 5 words, no options
+  tcp[13] = std::byte{0x02};                    // SYN
+  packet::detail::store16(tcp + 14, 65535);     // window
+  packet::detail::store16(tcp + 16, packet::detail::pseudo_checksum(addresses.source, addresses.destination, 6, {tcp, 20}));
   return f;
 }
 
@@ -350,7 +307,8 @@ TEST_CASE("vhost-user transport: a guest gets a lease from passt --vhost-user an
   guest_storage.reset();
   io.restart();
   io.poll(); // the guest's cancelled receive completes
-  const std::vector<std::byte> syn = tcp_syn_frame(guest_mac, lease.server_mac, lease.address, lease.gateway, 40000, listen_port);
+  const std::vector<std::byte> syn =
+      tcp_syn_frame({guest_mac, lease.server_mac, lease.address, lease.gateway}, 40000, listen_port);
   std::error_code send_error;
   REQUIRE(transport.try_send(frame(syn.data(), syn.size()), send_error));
   std::vector<std::byte> syn_ack;
@@ -361,7 +319,7 @@ TEST_CASE("vhost-user transport: a guest gets a lease from passt --vhost-user an
       const auto eth = netpasst::packet::parse_ethernet(f, parse_error);
       if (parse_error || eth.ether_type != netpasst::packet::ethertype_ipv4) continue;
       const auto ip = netpasst::packet::parse_ipv4(eth.payload, parse_error);
-      if (!parse_error && ip.protocol == 6 && ip.payload.size() >= 20 && be16(ip.payload.data()) == listen_port)
+      if (!parse_error && ip.protocol == 6 && ip.payload.size() >= 20 && netpasst::packet::detail::load16(ip.payload.data()) == listen_port)
         syn_ack.assign(f.begin(), f.end());
     }
     if (syn_ack.empty()) transport.async_receive(on_frames);
@@ -370,12 +328,12 @@ TEST_CASE("vhost-user transport: a guest gets a lease from passt --vhost-user an
   REQUIRE(netpasst::test::run_until(io, [&] { return !syn_ack.empty(); }, 10s));
   const auto ip = netpasst::packet::parse_ipv4(netpasst::packet::parse_ethernet(syn_ack).payload); // header checksum checked
   CHECK(std::to_integer<unsigned>(ip.payload[13]) == 0x12); // SYN, ACK
-  const std::uint16_t tcp_checksum = be16(ip.payload.data() + 16);
+  const std::uint16_t tcp_checksum = netpasst::packet::detail::load16(ip.payload.data() + 16);
   if (guest_checksum_offload) {
     CHECK(tcp_checksum == 0);
   } else {
     CHECK(tcp_checksum != 0);
-    CHECK(transport_checksum(ip.source, ip.destination, 6, ip.payload) == 0);
+    CHECK(netpasst::packet::detail::pseudo_checksum(ip.source, ip.destination, 6, ip.payload) == 0);
   }
   CHECK(transport.counters().frames_dropped_received == 0);
   std::error_code ignored;

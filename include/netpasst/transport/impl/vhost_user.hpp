@@ -619,7 +619,7 @@ private:
   vhost_user_counters counters_;
   std::error_code error_;
   // Handshake progress: the message being written, the reply awaited.
-  std::byte out_[sizeof(vhost::header) + sizeof(vhost::vring_address) + 24];
+  std::byte out_[sizeof(vhost::header) + std::max(sizeof(vhost::memory_table), sizeof(vhost::vring_address))];
   std::size_t out_size_ = 0, out_written_ = 0;
   int out_fd_ = -1;
   std::byte in_[sizeof(vhost::header) + sizeof(std::uint64_t)];
