@@ -21,7 +21,8 @@
 // seen by the sender, the tap's dropped counts, the checksums the tap
 // completed and trusted, the bridge's counters (frames refused by passt's
 // stream, waits), the retransmission timeouts the sender's namespace took
-// during the runs (TcpExt TCPTimeouts), the CPU seconds netpasst_tap and
+// during the runs (TcpExt TCPTimeouts), how long the sender stalled (the
+// 0.1 s intervals in which it moved under 0.1 Gbit/s), the CPU seconds netpasst_tap and
 // passt (or pasta) spend per GB moved in each run, and the machine's load,
 // since 2-core machines shared with other work give noisy figures.
 //
@@ -192,19 +193,28 @@ private:
 struct measurement {
   double gbits = 0;
   long retransmits = 0;
+  /// Seconds of the run's 0.1 s intervals in which the sender moved less
+  /// than `stall_gbits`: where a collapsed run's time went.
+  double stalled_seconds = 0;
   bool ok = false;
 };
+
+/// An interval slower than this counts as a stall (1.25 MB in 0.1 s).
+constexpr double stall_gbits = 0.1;
 
 /// One iperf3 run; `client` is the command prefix ("" or "ip netns exec NS ").
 measurement iperf(const std::string& client, const std::string& host, int port, int seconds) {
   measurement m;
   const std::string out = capture(client + "timeout " + std::to_string(seconds + 30) + " iperf3 -J -c " + host +
-                                  " -p " + std::to_string(port) + " -t " + std::to_string(seconds));
+                                  " -p " + std::to_string(port) + " -t " + std::to_string(seconds) + " -i 0.1");
   try {
     const json j = json::parse(out);
     if (j.contains("error")) return m;
     m.gbits = j["end"]["sum_received"]["bits_per_second"].get<double>() / 1e9;
     m.retransmits = j["end"]["sum_sent"].value("retransmits", 0L);
+    for (const auto& interval : j["intervals"])
+      if (interval["sum"]["bits_per_second"].get<double>() / 1e9 < stall_gbits)
+        m.stalled_seconds += interval["sum"]["seconds"].get<double>();
     m.ok = true;
   } catch (const std::exception&) {
   }
@@ -469,6 +479,7 @@ int main(int argc, char** argv) {
   const std::string load_before = loadavg();
   std::map<std::string, std::vector<double>> gbits;
   std::map<std::string, long> retransmits, timeouts;
+  std::map<std::string, double> stalled;
   std::map<std::string, int> failures;
   std::vector<std::pair<long, long>> drops_before;
   for (const auto& g : guests) drops_before.push_back(tap_drops(g.ns, "tap0"));
@@ -486,7 +497,7 @@ int main(int argc, char** argv) {
       if (const long after = tcp_timeouts(r.client_ns); timeouts_before >= 0 && after >= 0)
         timeouts[r.name] += after - timeouts_before;
       if (!m.ok) ++failures[r.name];
-      else gbits[r.name].push_back(m.gbits), retransmits[r.name] += m.retransmits;
+      else gbits[r.name].push_back(m.gbits), retransmits[r.name] += m.retransmits, stalled[r.name] += m.stalled_seconds;
       if (m.ok) {
         vmm_cpu[r.name] += r.vmm ? cpu_seconds(r.vmm) - vmm_before : 0;
         passt_cpu[r.name] += cpu_seconds(r.passt) - passt_before;
@@ -505,15 +516,15 @@ int main(int argc, char** argv) {
   }
   std::this_thread::sleep_for(300ms);
 
-  std::printf("\n%-32s %8s %8s %8s %6s %12s %9s\n", "Gbit/s", "median", "min", "max", "runs", "retransmits",
-              "timeouts");
+  std::printf("\n%-32s %8s %8s %8s %6s %12s %9s %9s\n", "Gbit/s", "median", "min", "max", "runs", "retransmits",
+              "timeouts", "stalled");
   for (const auto& r : runs) {
     const auto& v = gbits[r.name];
     const int failed = failures.count(r.name) ? failures[r.name] : 0;
-    std::printf("%-32s %8.2f %8.2f %8.2f %6zu %12ld %9ld%s\n", r.name.c_str(), median(v),
+    std::printf("%-32s %8.2f %8.2f %8.2f %6zu %12ld %9ld %8.1fs%s\n", r.name.c_str(), median(v),
                 v.empty() ? 0 : *std::min_element(v.begin(), v.end()),
                 v.empty() ? 0 : *std::max_element(v.begin(), v.end()), v.size(), retransmits[r.name],
-                timeouts[r.name], failed ? (" (" + std::to_string(failed) + " failed)").c_str() : "");
+                timeouts[r.name], stalled[r.name], failed ? (" (" + std::to_string(failed) + " failed)").c_str() : "");
   }
   auto ratio = [](double a, double b) { return b > 0 ? a / b : 0.0; };
   std::printf("\nCPU seconds per GB moved     netpasst_tap   passt (pasta for pasta's runs)\n");
