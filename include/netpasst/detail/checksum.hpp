@@ -10,6 +10,8 @@
 /// whose low byte is zero. Summing a span in pieces gives the same result
 /// only when every piece but the last has an even length.
 
+#include <algorithm>
+#include <array>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
@@ -109,12 +111,17 @@ struct transport_checksum_location {
 /// or IPv6 with TCP or UDP as the first next header; lengths as the IP
 /// header states them, within the frame (Ethernet padding may follow).
 /// Nothing for anything else, and for UDP over IPv4 without a checksum (0).
+/// Each byte of `frame` is read once (the headers are copied first), so a
+/// frame in memory another process may write (vhost-user) cannot make the
+/// result disagree with the checks made on it.
 inline std::optional<transport_checksum_location> locate_transport_checksum(std::span<const std::byte> frame) noexcept {
   constexpr std::size_t ethernet_header = 14;
   if (frame.size() < ethernet_header + 20) return std::nullopt;
-  const std::byte* ip = frame.data() + ethernet_header;
+  std::array<std::byte, ethernet_header + 60> headers; // Ethernet, then the longest IPv4 or IPv6 header
+  std::memcpy(headers.data(), frame.data(), std::min(frame.size(), headers.size()));
+  const std::byte* ip = headers.data() + ethernet_header;
   const std::size_t available = frame.size() - ethernet_header;
-  const std::uint16_t ether_type = load_be16(frame.data() + 12);
+  const std::uint16_t ether_type = load_be16(headers.data() + 12);
   std::uint64_t sum = 0;
   std::size_t header = 0, length = 0;
   unsigned protocol = 0;
@@ -141,7 +148,11 @@ inline std::optional<transport_checksum_location> locate_transport_checksum(std:
   if (offset == 0 || length < offset + 2 || (protocol == 6 && length < 20) || (protocol == 17 && length < 8))
     return std::nullopt;
   const std::size_t start = ethernet_header + header;
-  if (protocol == 17 && ether_type == 0x0800 && load_be16(frame.data() + start + offset) == 0) return std::nullopt;
+  if (protocol == 17 && ether_type == 0x0800) {
+    std::byte field[2];
+    std::memcpy(field, frame.data() + start + offset, 2);
+    if (load_be16(field) == 0) return std::nullopt;
+  }
   return transport_checksum_location{start, offset, fold_checksum(sum + protocol + length)};
 }
 

@@ -30,6 +30,11 @@
 ///   (up to `max_batch_frames`) and hands them out as views into the shared
 ///   slots; their descriptors go back to the backend at the next receive.
 ///   When the used ring is empty it waits on the receive call eventfd.
+///   The backend can still write to a slot it has handed back, so a
+///   consumer that parses a frame should read each byte once (copy what
+///   it checks); the library's own consumers do. The transport itself
+///   reads each used entry once and keeps every view inside its slot,
+///   whatever the backend writes to the rings.
 /// - Sending copies the frame behind a zeroed header into a free transmit
 ///   slot and publishes it; the span form publishes a prefix and kicks once.
 ///   When every transmit descriptor is in the backend's hands, `try_send`

@@ -119,6 +119,13 @@ struct split_queue {
 
   /// The backend's used index, read after everything it wrote before it.
   std::uint16_t used_now() const noexcept { return std::atomic_ref(used_index()).load(std::memory_order_acquire); }
+  /// The next used entry, each field read exactly once: the backend may
+  /// rewrite it at any time, so what was checked must be what is used.
+  used_element take_used() noexcept {
+    used_element& e = used_ring()[last_used++ % size];
+    return {std::atomic_ref(e.id).load(std::memory_order_relaxed),
+            std::atomic_ref(e.length).load(std::memory_order_relaxed)};
+  }
   bool has_used() const noexcept { return used_now() != last_used; }
   void offer(std::uint16_t id) noexcept { available_ring()[next_available++ % size] = id; }
   /// Makes every offered descriptor visible to the backend.
@@ -310,7 +317,7 @@ public:
     const std::uint16_t used = q.used_now();
     std::size_t n = 0, bytes = 0;
     while (q.last_used != used && n < config_.max_batch_frames) {
-      const vhost::used_element e = q.used_ring()[q.last_used++ % q.size];
+      const vhost::used_element e = q.take_used();
       if (e.id >= q.size || handed_count_ == q.size) return fail(errc::protocol_error), ec = error_, 0;
       handed_out_[handed_count_++] = std::uint16_t(e.id);
       if (e.length < vhost::net_header_size + min_frame_size || e.length > vhost::slot_size) {
@@ -334,7 +341,7 @@ public:
     vhost::split_queue& q = queue_[1];
     const std::uint16_t used = q.used_now();
     while (q.last_used != used) {
-      const std::uint32_t id = q.used_ring()[q.last_used++ % q.size].id;
+      const std::uint32_t id = q.take_used().id;
       if (id < q.size && free_count_ < q.size) free_transmit_[free_count_++] = std::uint16_t(id);
     }
     return free_count_ > 0;
