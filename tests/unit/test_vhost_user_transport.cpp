@@ -87,6 +87,8 @@ struct scripted_backend {
   bool silent = false;
   /// When set, the first reply waits until it is true (20 s at most).
   const std::atomic<bool>* gate = nullptr;
+  /// Replies with a header announcing no payload (malformed: a u64 is owed).
+  bool empty_replies = false;
   std::vector<message> seen;
   std::atomic<std::size_t> requests{0};
 
@@ -100,7 +102,10 @@ struct scripted_backend {
       for (int waited = 0; gate && !*gate && waited < 20000; ++waited)
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
       bool sent = true;
-      if (m->request == 1) sent = reply_u64(fd, 1, features);
+      if (empty_replies) {
+        const std::uint32_t header[3] = {m->request, 1u | 4u, 0};
+        sent = ::send(fd, header, sizeof header, MSG_NOSIGNAL) == sizeof header;
+      } else if (m->request == 1) sent = reply_u64(fd, 1, features);
       else if (m->request == 15) sent = reply_u64(fd, 15, protocol_features);
       else if (m->flags & 8u) sent = reply_u64(fd, m->request, 0);
       if (!sent) return;
@@ -220,9 +225,22 @@ TEST_CASE("vhost-user handshake: each failure names its cause and closes the tra
     backend.stop_after = 4;
     expected = netpasst::errc::connection_closed, step = "SET_FEATURES";
   }
+  bool stays_connected = false;
+  SECTION("a reply header announcing no payload fails at once and not after the reply timeout") {
+    backend.empty_replies = true;
+    backend.stop_after = 1;
+    stays_connected = true;
+    expected = netpasst::errc::protocol_error, step = "GET_FEATURES";
+  }
   peer.emplace([&] {
     backend.serve(p.theirs.get());
-    if (backend.stop_after != 0) ::shutdown(p.theirs.get(), SHUT_RDWR); // hang up
+    if (stays_connected) {
+      char byte;
+      while (::recv(p.theirs.get(), &byte, 1, 0) > 0) {
+      } // until the transport closes its end
+    } else if (backend.stop_after != 0) {
+      ::shutdown(p.theirs.get(), SHUT_RDWR); // hang up
+    }
   });
   netpasst::vhost_user_transport t(io, std::move(p.ours), config);
   try {

@@ -103,8 +103,8 @@ struct vhost_user_transport_config {
 /// What a vhost-user transport has moved, plus its ring events.
 struct vhost_user_counters : transport_counters {
   /// Frames the backend placed in a receive slot that no FrameTransport
-  /// carries (shorter than 14 bytes after the header, or a length beyond the
-  /// slot), dropped.
+  /// carries (shorter than 14 or longer than 65535 bytes after the
+  /// header), dropped.
   std::uint64_t frames_dropped_received = 0;
   /// `try_send` refusals with `errc::would_block` (no free transmit slot).
   std::uint64_t sends_would_block = 0;

@@ -320,7 +320,7 @@ public:
       const vhost::used_element e = q.take_used();
       if (e.id >= q.size || handed_count_ == q.size) return fail(errc::protocol_error), ec = error_, 0;
       handed_out_[handed_count_++] = std::uint16_t(e.id);
-      if (e.length < vhost::net_header_size + min_frame_size || e.length > vhost::slot_size) {
+      if (e.length < vhost::net_header_size + min_frame_size || e.length > vhost::net_header_size + max_frame_size) {
         ++counters_.frames_dropped_received;
         continue;
       }
@@ -514,15 +514,23 @@ private:
     return std::uint64_t(reinterpret_cast<std::uintptr_t>(memory_ + offset));
   }
 
-  /// Checks the reply just read and takes what it says.
-  std::error_code take_reply() {
+  /// Checks the header of the reply being read, as soon as it is in: a
+  /// reply to another request, or one not carrying exactly one u64, fails
+  /// at once instead of waiting for bytes it does not announce.
+  std::error_code check_reply_header() const noexcept {
     using namespace vhost;
     header h;
-    std::uint64_t value;
     std::memcpy(&h, in_, sizeof h);
-    std::memcpy(&value, in_ + sizeof h, sizeof value);
-    if (h.request != in_request_ || (h.flags & 3) != version || !(h.flags & reply_flag) || h.size != sizeof value)
+    if (h.request != in_request_ || (h.flags & 3) != version || !(h.flags & reply_flag) || h.size != sizeof(std::uint64_t))
       return errc::protocol_error;
+    return {};
+  }
+
+  /// Takes what the reply just read (header checked) says.
+  std::error_code take_reply() {
+    using namespace vhost;
+    std::uint64_t value;
+    std::memcpy(&value, in_ + sizeof(header), sizeof value);
     switch (step_) {
     case hs_get_features:
       negotiation_.offered_features = value;
@@ -574,7 +582,10 @@ private:
       if (in_read_ < in_wanted_) {
         const ssize_t got = ::recv(socket_.native_handle(), in_ + in_read_, in_wanted_ - in_read_, MSG_DONTWAIT);
         if (got > 0) {
+          const bool header_completed = in_read_ < sizeof(vhost::header) && in_read_ + std::size_t(got) >= sizeof(vhost::header);
           in_read_ += std::size_t(got);
+          if (header_completed)
+            if (auto ec = check_reply_header()) return ec;
           continue;
         }
         if (got == 0 || errno == ECONNRESET) return errc::connection_closed;
