@@ -13,7 +13,9 @@
 
 #include <asio/io_context.hpp>
 
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <asio/bind_cancellation_slot.hpp>
@@ -41,8 +43,9 @@ struct message {
   int fds = 0;
 };
 
-/// Reads one vhost-user message from `fd`; nullopt at end of stream.
-std::optional<message> read_message(int fd) {
+/// Reads one vhost-user message from `fd`; nullopt at end of stream. The
+/// descriptors it carries are closed, or appended to `keep`.
+std::optional<message> read_message(int fd, std::vector<int>* keep = nullptr) {
   std::uint32_t header[3];
   iovec part{header, sizeof header};
   alignas(cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))];
@@ -58,7 +61,8 @@ std::optional<message> read_message(int fd) {
     for (std::size_t i = 0; i < n; ++i) {
       int received;
       std::memcpy(&received, CMSG_DATA(c) + i * sizeof(int), sizeof received);
-      ::close(received);
+      if (keep) keep->push_back(received);
+      else ::close(received);
       ++result.fds;
     }
   }
@@ -89,13 +93,26 @@ struct scripted_backend {
   const std::atomic<bool>* gate = nullptr;
   /// Replies with a header announcing no payload (malformed: a u64 is owed).
   bool empty_replies = false;
+  /// The descriptor SET_MEM_TABLE carried, kept open (-1 before).
+  int memory_fd = -1;
+
+  scripted_backend() = default;
+  scripted_backend(const scripted_backend&) = delete;
+  ~scripted_backend() {
+    if (memory_fd >= 0) ::close(memory_fd);
+  }
   std::vector<message> seen;
   std::atomic<std::size_t> requests{0};
 
   void serve(int fd) {
     while (seen.size() < stop_after) {
-      auto m = read_message(fd);
+      std::vector<int> fds;
+      auto m = read_message(fd, &fds);
       if (!m) return;
+      for (int received : fds) {
+        if (m->request == 5 && memory_fd < 0) memory_fd = received;
+        else ::close(received);
+      }
       seen.push_back(*m);
       ++requests;
       if (silent) continue;
@@ -184,6 +201,28 @@ TEST_CASE("vhost-user handshake: GUEST_CSUM is acked only when asked for and off
   std::uint64_t acked = 0;
   std::memcpy(&acked, backend.seen[4].payload.data(), 8);
   CHECK(acked == expected);
+}
+
+TEST_CASE("vhost-user handshake: the shared memory is sealed so the backend can neither shrink nor grow it") {
+  pair_fixture p;
+  scripted_backend backend;
+  std::thread peer([&] { backend.serve(p.theirs.get()); });
+  asio::io_context io;
+  netpasst::vhost_user_transport t(io, std::move(p.ours), {.queue_size = 16});
+  std::error_code ec;
+  t.handshake(ec);
+  REQUIRE_FALSE(ec);
+  t.close();
+  peer.join();
+  REQUIRE(backend.memory_fd >= 0);
+  struct stat st {};
+  REQUIRE(::fstat(backend.memory_fd, &st) == 0);
+  CHECK(st.st_size > 0);
+  CHECK(::fcntl(backend.memory_fd, F_GET_SEALS) == (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL));
+  CHECK(::ftruncate(backend.memory_fd, 0) == -1);
+  CHECK(errno == EPERM);
+  CHECK(::ftruncate(backend.memory_fd, st.st_size + 4096) == -1);
+  CHECK(errno == EPERM);
 }
 
 TEST_CASE("vhost-user handshake: without REPLY_ACK a GET_FEATURES round trip closes it") {

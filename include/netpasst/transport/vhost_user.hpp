@@ -7,9 +7,10 @@
 /// of a byte stream.
 ///
 /// What it sets up (`async_handshake`, or `handshake`):
-/// - "Guest memory": one `memfd` mapped shared, handed to the
-///   backend with `SET_MEM_TABLE` as a single region whose guest-physical
-///   addresses start at 0. It holds both virtqueues (split rings: descriptor
+/// - "Guest memory": one `memfd` mapped shared, sealed at its size (the
+///   backend can neither shrink it, which would turn our accesses into
+///   SIGBUS, nor grow it), handed to the backend with `SET_MEM_TABLE` as a
+///   single region whose guest-physical addresses start at 0. It holds both virtqueues (split rings: descriptor
 ///   table, available ring, used ring) and one buffer slot per descriptor,
 ///   each large enough for the 12-byte `virtio_net_hdr_v1` and the largest
 ///   frame, so that every frame travels in one descriptor.

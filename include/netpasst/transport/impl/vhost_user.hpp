@@ -176,9 +176,13 @@ public:
     if (status < 0 || ::fcntl(socket.get(), F_SETFL, status | O_NONBLOCK) < 0 ||
         ::fcntl(socket.get(), F_SETFD, FD_CLOEXEC) < 0)
       throw os_failure("fcntl on the socket");
-    memory_fd_ = unique_fd(::memfd_create("netpasst-vhost-user", MFD_CLOEXEC));
+    memory_fd_ = unique_fd(::memfd_create("netpasst-vhost-user", MFD_CLOEXEC | MFD_ALLOW_SEALING));
     if (!memory_fd_) throw os_failure("memfd_create");
     if (::ftruncate(memory_fd_.get(), off_t(layout_.size)) != 0) throw os_failure("ftruncate of the shared memory");
+    // Sealed at its size: a backend that truncated it would make every
+    // access to the lost pages a SIGBUS here.
+    if (::fcntl(memory_fd_.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0)
+      throw os_failure("sealing the shared memory's size");
     void* mapped = ::mmap(nullptr, layout_.size, PROT_READ | PROT_WRITE, MAP_SHARED, memory_fd_.get(), 0);
     if (mapped == MAP_FAILED) throw os_failure("mmap of the shared memory");
     memory_ = static_cast<std::byte*>(mapped);
