@@ -12,9 +12,9 @@
 // more bytes for feature bits and malformed fields. The rest is a script of
 // steps run once the handshake is over, whatever its outcome: the backend
 // writes used entries with any id and length, moves a used index anywhere,
-// signals the transport's call eventfds, writes to the control socket or
-// hangs up; the frontend receives, sends frames of any length, waits,
-// cancels. Checked after each step: every frame handed out lies in the
+// tries to truncate the shared memory, signals the transport's call
+// eventfds, writes to the control socket or hangs up; the frontend
+// receives, sends frames of any length, waits, cancels. Checked after each step: every frame handed out lies in the
 // shared mapping and is 14..65535 bytes long; the counters add up; once
 // closed, every pending operation has completed.
 #include <netpasst/transport/vhost_user.hpp>
@@ -268,8 +268,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         place_used(memory, layout.queue[queue], queue_size, id, length);
       }
       break;
-    case 1: // the used index moved anywhere
-      if (memory) {
+    case 1: // the used index moved anywhere, or the memory truncated
+      if (op & 8) {
+        if (backend.memory >= 0 && ::ftruncate(backend.memory, 0) == 0) violated("the backend shrank the shared memory", 0);
+      } else if (memory) {
         auto& index = *reinterpret_cast<std::uint16_t*>(memory + layout.queue[queue].used + 2);
         std::atomic_ref(index).store(std::uint16_t(in.bytes(2)), std::memory_order_release);
       }
