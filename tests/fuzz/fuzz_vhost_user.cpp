@@ -19,6 +19,8 @@
 // closed, every pending operation has completed.
 #include <netpasst/transport/vhost_user.hpp>
 
+#include "../common/vhost_user_messages.hpp"
+
 #include <asio/io_context.hpp>
 
 #include <sys/mman.h>
@@ -34,6 +36,7 @@
 #include <cstring>
 #include <optional>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -58,36 +61,6 @@ struct script {
   }
 };
 
-struct message {
-  vhost::header head{};
-  std::vector<std::byte> payload;
-  std::vector<int> fds;
-};
-
-std::optional<message> read_message(int fd) {
-  message m;
-  iovec part{&m.head, sizeof m.head};
-  alignas(cmsghdr) char control[CMSG_SPACE(8 * sizeof(int))];
-  msghdr h{};
-  h.msg_iov = &part;
-  h.msg_iovlen = 1;
-  h.msg_control = control;
-  h.msg_controllen = sizeof control;
-  if (::recvmsg(fd, &h, MSG_WAITALL | MSG_CMSG_CLOEXEC) != sizeof m.head) return std::nullopt;
-  for (cmsghdr* c = CMSG_FIRSTHDR(&h); c; c = CMSG_NXTHDR(&h, c))
-    for (std::size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); ++i) {
-      int received;
-      std::memcpy(&received, CMSG_DATA(c) + i * sizeof(int), sizeof received);
-      m.fds.push_back(received);
-    }
-  m.payload.resize(m.head.size);
-  if (m.head.size && ::recv(fd, m.payload.data(), m.head.size, MSG_WAITALL) != ssize_t(m.head.size)) {
-    for (int f : m.fds) ::close(f);
-    return std::nullopt;
-  }
-  return m;
-}
-
 bool send_all(int fd, const void* data, std::size_t size) {
   return ::send(fd, data, size, MSG_NOSIGNAL) == ssize_t(size);
 }
@@ -97,37 +70,33 @@ struct backend_state {
   int memory = -1;
   vhost::memory_region region{};
   int call[2] = {-1, -1};
-  std::vector<int> other_fds;
   bool hung_up = false;
 
   void close_all() {
     for (int* fd : {&memory, &call[0], &call[1]})
       if (*fd >= 0) ::close(*fd), *fd = -1;
-    for (int fd : other_fds) ::close(fd);
-    other_fds.clear();
   }
 };
 
 /// Answers the transport's requests as the script says, until the socket
 /// ends (the frontend hangs up, or the main thread shuts it down).
 void serve_handshake(int fd, script& in, backend_state& state) {
-  while (auto m = read_message(fd)) {
-    for (int f : m->fds) {
-      if (m->head.request == vhost::set_mem_table && state.memory < 0) {
-        state.memory = f;
+  while (auto m = netpasst::test::read_vhost_user_message(fd)) {
+    const std::uint32_t request = m->request;
+    for (int& f : m->fds) {
+      if (request == vhost::set_mem_table && state.memory < 0) {
+        state.memory = std::exchange(f, -1);
         if (m->payload.size() >= sizeof(vhost::memory_table))
           std::memcpy(&state.region, m->payload.data() + 8, sizeof state.region);
-      } else if (m->head.request == vhost::set_vring_call && m->payload.size() >= 8 &&
+      } else if (request == vhost::set_vring_call && m->payload.size() >= 8 &&
                  (m->payload[0] == std::byte{0} || m->payload[0] == std::byte{1}) &&
                  state.call[std::to_integer<int>(m->payload[0])] < 0) {
-        state.call[std::to_integer<int>(m->payload[0])] = f;
-      } else {
-        state.other_fds.push_back(f);
+        state.call[std::to_integer<int>(m->payload[0])] = std::exchange(f, -1);
       }
     }
-    const std::uint32_t request = m->head.request;
+    m->close_fds();
     const bool reply_owed = request == vhost::get_features || request == vhost::get_protocol_features ||
-                            (m->head.flags & vhost::need_reply_flag);
+                            (m->flags & vhost::need_reply_flag);
     const std::uint8_t action = in.byte();
     if (action >= 0xf0) { // hang up
       ::shutdown(fd, SHUT_RDWR);

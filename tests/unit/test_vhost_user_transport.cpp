@@ -8,6 +8,7 @@
 #include <netpasst/transport/vhost_user.hpp>
 
 #include "../common/test_support.hpp"
+#include "../common/vhost_user_messages.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -27,6 +28,7 @@
 #include <list>
 #include <optional>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -36,39 +38,6 @@ static_assert(netpasst::FrameTransport<netpasst::vhost_user_transport>);
 static_assert(netpasst::BackendSession<netpasst::vhost_user_session>);
 static_assert(netpasst::FrameTransport<netpasst::vhost_user_session>);
 static_assert(netpasst::Lifecycle<netpasst::basic_lifecycle<netpasst::vhost_user_session>>);
-
-struct message {
-  std::uint32_t request = 0, flags = 0;
-  std::vector<std::byte> payload;
-  int fds = 0;
-};
-
-/// Reads one vhost-user message from `fd`; nullopt at end of stream. The
-/// descriptors it carries are closed, or appended to `keep`.
-std::optional<message> read_message(int fd, std::vector<int>* keep = nullptr) {
-  std::uint32_t header[3];
-  iovec part{header, sizeof header};
-  alignas(cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))];
-  msghdr m{};
-  m.msg_iov = &part;
-  m.msg_iovlen = 1;
-  m.msg_control = control;
-  m.msg_controllen = sizeof control;
-  if (::recvmsg(fd, &m, MSG_WAITALL) != sizeof header) return std::nullopt;
-  message result{header[0], header[1], std::vector<std::byte>(header[2]), 0};
-  for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
-    const std::size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (std::size_t i = 0; i < n; ++i) {
-      int received;
-      std::memcpy(&received, CMSG_DATA(c) + i * sizeof(int), sizeof received);
-      if (keep) keep->push_back(received);
-      else ::close(received);
-      ++result.fds;
-    }
-  }
-  if (header[2] && ::recv(fd, result.payload.data(), header[2], MSG_WAITALL) != ssize_t(header[2])) return std::nullopt;
-  return result;
-}
 
 /// Sends a reply carrying `value`; false if the socket did not take it.
 /// (Runs on the backend's thread: no Catch assertion there.)
@@ -101,18 +70,15 @@ struct scripted_backend {
   ~scripted_backend() {
     if (memory_fd >= 0) ::close(memory_fd);
   }
-  std::vector<message> seen;
+  std::vector<netpasst::test::vhost_user_message> seen;
   std::atomic<std::size_t> requests{0};
 
   void serve(int fd) {
     while (seen.size() < stop_after) {
-      std::vector<int> fds;
-      auto m = read_message(fd, &fds);
+      auto m = netpasst::test::read_vhost_user_message(fd);
       if (!m) return;
-      for (int received : fds) {
-        if (m->request == 5 && memory_fd < 0) memory_fd = received;
-        else ::close(received);
-      }
+      if (m->request == 5 && memory_fd < 0 && !m->fds.empty()) memory_fd = std::exchange(m->fds.front(), -1);
+      m->close_fds();
       seen.push_back(*m);
       ++requests;
       if (silent) continue;
@@ -166,7 +132,7 @@ TEST_CASE("vhost-user handshake: the messages a frontend owes in order with memo
   CHECK(negotiated.acked_protocol_features == (1ull << 3));
   for (const auto& m : backend.seen) {
     INFO("request " << m.request);
-    CHECK(m.fds == ((m.request == 5 || m.request == 12 || m.request == 13) ? 1 : 0));
+    CHECK(m.fds.size() == ((m.request == 5 || m.request == 12 || m.request == 13) ? 1u : 0u));
     if (m.request != 1 && m.request != 15 && m.request != 16) CHECK((m.flags & 8u) != 0); // REPLY_ACK asked
   }
   std::uint64_t acked = 0;
