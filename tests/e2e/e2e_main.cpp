@@ -8,7 +8,9 @@
 #define CATCH_CONFIG_RUNNER
 // GCC 12 under ASan (-O1) reports -Wmaybe-uninitialized inside the std::regex
 // that Catch's runner instantiates here: a false positive in library code.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <catch2/catch.hpp>
 
 #include "e2e_env.hpp"
