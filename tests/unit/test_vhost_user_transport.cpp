@@ -106,6 +106,25 @@ struct pair_fixture {
   }
 };
 
+/// A blocking handshake against `backend` on a fresh socketpair, then
+/// close; the backend keeps what it saw.
+struct handshake_result {
+  std::error_code error;
+  netpasst::vhost_user_negotiation negotiation;
+};
+handshake_result handshake_then_close(scripted_backend& backend, const netpasst::vhost_user_transport_config& config) {
+  pair_fixture p;
+  std::thread peer([&] { backend.serve(p.theirs.get()); });
+  asio::io_context io;
+  netpasst::vhost_user_transport t(io, std::move(p.ours), config);
+  handshake_result result;
+  t.handshake(result.error);
+  result.negotiation = t.negotiation();
+  t.close(); // the backend sees the end of its stream
+  peer.join();
+  return result;
+}
+
 } // namespace
 
 TEST_CASE("vhost-user handshake: the messages a frontend owes in order with memory and eventfds") {
@@ -149,19 +168,12 @@ TEST_CASE("vhost-user handshake: GUEST_CSUM is acked only when asked for and off
       {true, (1ull << 32) | (1ull << 30), (1ull << 32) | (1ull << 30)},
   }));
   INFO("asked " << asked << " offered " << std::hex << offered);
-  pair_fixture p;
   scripted_backend backend;
   backend.features = offered;
-  std::thread peer([&] { backend.serve(p.theirs.get()); });
-  asio::io_context io;
-  netpasst::vhost_user_transport t(io, std::move(p.ours), {.queue_size = 16, .guest_checksum_offload = asked});
-  std::error_code ec;
-  t.handshake(ec);
-  CHECK_FALSE(ec);
-  t.close();
-  peer.join();
-  CHECK(t.negotiation().acked_features == expected);
-  CHECK(t.negotiation().guest_checksum_offload() == bool(expected & (1ull << 1)));
+  const auto r = handshake_then_close(backend, {.queue_size = 16, .guest_checksum_offload = asked});
+  CHECK_FALSE(r.error);
+  CHECK(r.negotiation.acked_features == expected);
+  CHECK(r.negotiation.guest_checksum_offload() == bool(expected & (1ull << 1)));
   REQUIRE(backend.seen.size() > 4);
   REQUIRE(backend.seen[4].request == 2);
   std::uint64_t acked = 0;
@@ -170,16 +182,8 @@ TEST_CASE("vhost-user handshake: GUEST_CSUM is acked only when asked for and off
 }
 
 TEST_CASE("vhost-user handshake: the shared memory is sealed so the backend can neither shrink nor grow it") {
-  pair_fixture p;
   scripted_backend backend;
-  std::thread peer([&] { backend.serve(p.theirs.get()); });
-  asio::io_context io;
-  netpasst::vhost_user_transport t(io, std::move(p.ours), {.queue_size = 16});
-  std::error_code ec;
-  t.handshake(ec);
-  REQUIRE_FALSE(ec);
-  t.close();
-  peer.join();
+  REQUIRE_FALSE(handshake_then_close(backend, {.queue_size = 16}).error);
   REQUIRE(backend.memory_fd >= 0);
   struct stat st {};
   REQUIRE(::fstat(backend.memory_fd, &st) == 0);
@@ -192,17 +196,9 @@ TEST_CASE("vhost-user handshake: the shared memory is sealed so the backend can 
 }
 
 TEST_CASE("vhost-user handshake: without REPLY_ACK a GET_FEATURES round trip closes it") {
-  pair_fixture p;
   scripted_backend backend;
   backend.protocol_features = 0;
-  std::thread peer([&] { backend.serve(p.theirs.get()); });
-  asio::io_context io;
-  netpasst::vhost_user_transport t(io, std::move(p.ours), {.queue_size = 16});
-  std::error_code ec;
-  t.handshake(ec);
-  CHECK_FALSE(ec);
-  t.close();
-  peer.join();
+  CHECK_FALSE(handshake_then_close(backend, {.queue_size = 16}).error);
   REQUIRE_FALSE(backend.seen.empty());
   CHECK(backend.seen.back().request == 1);
   for (const auto& m : backend.seen) CHECK((m.flags & 8u) == 0);

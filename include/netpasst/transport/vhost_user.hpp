@@ -10,10 +10,11 @@
 /// - "Guest memory": one `memfd` mapped shared, sealed at its size (the
 ///   backend can neither shrink it, which would turn our accesses into
 ///   SIGBUS, nor grow it), handed to the backend with `SET_MEM_TABLE` as a
-///   single region whose guest-physical addresses start at 0. It holds both virtqueues (split rings: descriptor
-///   table, available ring, used ring) and one buffer slot per descriptor,
-///   each large enough for the 12-byte `virtio_net_hdr_v1` and the largest
-///   frame, so that every frame travels in one descriptor.
+///   single region whose guest-physical addresses start at 0. It holds both
+///   virtqueues (split rings: descriptor table, available ring, used ring)
+///   and one buffer slot per descriptor, each large enough for the 12-byte
+///   `virtio_net_hdr_v1` and the largest frame, so that every frame travels
+///   in one descriptor.
 /// - One queue pair: queue 0 receives (the backend writes frames into the
 ///   slots the driver made available), queue 1 transmits. Each has a kick
 ///   eventfd (driver to backend) and a call eventfd (backend to driver).
@@ -22,9 +23,10 @@
 ///   only `REPLY_ACK`; no mergeable receive buffers and no segmentation
 ///   offload, so frames are plain Ethernet both ways, with complete
 ///   checksums unless `guest_checksum_offload` asks for
-///   `VIRTIO_NET_F_GUEST_CSUM` (see there). With `REPLY_ACK` each setup message waits for the
-///   backend's acknowledgement; without it a `GET_FEATURES` round trip closes
-///   the handshake, so that no kick can overtake setup.
+///   `VIRTIO_NET_F_GUEST_CSUM` (see there). With `REPLY_ACK` each setup
+///   message waits for the backend's acknowledgement; without it a
+///   `GET_FEATURES` round trip closes the handshake, so that no kick can
+///   overtake setup.
 ///
 /// How it moves frames:
 /// - Receiving takes every frame the backend has placed in the used ring

@@ -126,7 +126,6 @@ struct split_queue {
     return {std::atomic_ref(e.id).load(std::memory_order_relaxed),
             std::atomic_ref(e.length).load(std::memory_order_relaxed)};
   }
-  bool has_used() const noexcept { return used_now() != last_used; }
   void offer(std::uint16_t id) noexcept { available_ring()[next_available++ % size] = id; }
   /// Makes every offered descriptor visible to the backend.
   void publish() noexcept { std::atomic_ref(available_index()).store(next_available, std::memory_order_release); }
