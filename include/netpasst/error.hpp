@@ -34,6 +34,7 @@ enum class errc {
   operation_in_progress, ///< An operation of this kind is already pending on the object. (none)
   passt_terminated,      ///< A running passt exited or was killed; the message says how. connection_lost
   protocol_error,        ///< The peer broke the protocol spoken on the socket (vhost-user). connection_lost
+  invalid_device_setup,  ///< A vhost-user request was refused before anything was sent; see its failure message. configuration_error
 };
 
 /// Groups of errors an embedder acts on, compared with `ec == condition::x`.
@@ -51,7 +52,8 @@ constexpr int condition_of(errc e) noexcept {
   switch (e) {
     case errc::invalid_options:
     case errc::unsupported_option:
-    case errc::passt_not_found: return int(condition::configuration_error);
+    case errc::passt_not_found:
+    case errc::invalid_device_setup: return int(condition::configuration_error);
     case errc::probe_failed:
     case errc::passt_exited:
     case errc::passt_killed:
@@ -100,6 +102,7 @@ public:
       case errc::operation_in_progress: return "an operation of this kind is already pending";
       case errc::passt_terminated: return "passt exited or was killed";
       case errc::protocol_error: return "protocol error on the connection to passt";
+      case errc::invalid_device_setup: return "vhost-user request refused before anything was sent";
     }
     return "unknown netpasst error";
   }

@@ -27,4 +27,5 @@
 #include <netpasst/transport/stream.hpp>
 #include <netpasst/transport/tap.hpp>
 #include <netpasst/transport/vhost_user.hpp>
+#include <netpasst/transport/vhost_user_frontend.hpp>
 #include <netpasst/unique_fd.hpp>

@@ -6,7 +6,8 @@
 /// with `--vhost-user`, DPDK's vhost PMD, ...) through shared memory instead
 /// of a byte stream.
 ///
-/// What it sets up (`async_handshake`, or `handshake`):
+/// What it sets up (`async_handshake`, or `handshake`), through a
+/// `vhost_user_frontend` (transport/vhost_user_frontend.hpp) that it owns:
 /// - "Guest memory": one `memfd` mapped shared, sealed at its size (the
 ///   backend can neither shrink it, which would turn our accesses into
 ///   SIGBUS, nor grow it), handed to the backend with `SET_MEM_TABLE` as a
@@ -23,10 +24,9 @@
 ///   only `REPLY_ACK`; no mergeable receive buffers and no segmentation
 ///   offload, so frames are plain Ethernet both ways, with complete
 ///   checksums unless `guest_checksum_offload` asks for
-///   `VIRTIO_NET_F_GUEST_CSUM` (see there). With `REPLY_ACK` each setup
-///   message waits for the backend's acknowledgement; without it a
-///   `GET_FEATURES` round trip closes the handshake, so that no kick can
-///   overtake setup.
+///   `VIRTIO_NET_F_GUEST_CSUM` (see there). The handshake is the frontend's
+///   `open` then `start`, so its messages, acknowledgements and failure
+///   reports are the frontend's.
 ///
 /// How it moves frames:
 /// - Receiving takes every frame the backend has placed in the used ring
@@ -63,6 +63,7 @@
 
 #include <netpasst/error.hpp>
 #include <netpasst/frame.hpp>
+#include <netpasst/transport/vhost_user_frontend.hpp>
 #include <netpasst/unique_fd.hpp>
 
 #include <asio/any_io_executor.hpp>
@@ -117,21 +118,6 @@ struct vhost_user_counters : transport_counters {
   std::uint64_t kicks_suppressed = 0;
   /// Batches handed out by receives.
   std::uint64_t batches = 0;
-};
-
-/// What the backend offered and what was agreed, after a handshake.
-struct vhost_user_negotiation {
-  std::uint64_t offered_features = 0;
-  std::uint64_t acked_features = 0;
-  std::uint64_t offered_protocol_features = 0;
-  std::uint64_t acked_protocol_features = 0;
-  /// Whether `VIRTIO_NET_F_GUEST_CSUM` was acked (see
-  /// `vhost_user_transport_config::guest_checksum_offload`).
-  bool guest_checksum_offload() const noexcept { return acked_features & (1ull << 1); }
-  /// The step a failed handshake stopped at: the vhost-user request
-  /// ("SET_MEM_TABLE", "GET_FEATURES (the backend lacks VIRTIO_F_VERSION_1)",
-  /// ...); empty while none failed.
-  std::string_view failed_step;
 };
 
 namespace detail {
@@ -205,6 +191,9 @@ public:
 
   /// What was negotiated; zeros before the handshake.
   const vhost_user_negotiation& negotiation() const noexcept;
+  /// Why the handshake failed, in words, naming the message ("SET_MEM_TABLE:
+  /// the backend refused it (status 1)"); empty while it did not.
+  std::string_view failure_message() const noexcept;
 
   /// The executor given at construction.
   executor_type get_executor() const noexcept;

@@ -8,13 +8,10 @@
 #include <asio/error.hpp>
 #include <asio/posix/basic_stream_descriptor.hpp>
 #include <asio/post.hpp>
-#include <asio/steady_timer.hpp>
 
 #include <fcntl.h>
-#include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -26,35 +23,6 @@
 #include <utility>
 
 namespace netpasst::detail::vhost {
-
-// The vhost-user messages the frontend sends (request codes of the spec).
-inline constexpr std::uint32_t get_features = 1, set_features = 2, set_owner = 3, set_mem_table = 5,
-                               set_vring_num = 8, set_vring_addr = 9, set_vring_base = 10, set_vring_kick = 12,
-                               set_vring_call = 13, get_protocol_features = 15, set_protocol_features = 16,
-                               set_vring_enable = 18;
-// Header flags: protocol version 1 in the low two bits, then "reply", "need reply".
-inline constexpr std::uint32_t version = 1, reply_flag = 1u << 2, need_reply_flag = 1u << 3;
-inline constexpr std::uint64_t f_version_1 = 1ull << 32, f_protocol_features = 1ull << 30, f_guest_csum = 1ull << 1;
-inline constexpr std::uint64_t pf_reply_ack = 1ull << 3;
-
-struct header {
-  std::uint32_t request, flags, size;
-};
-struct vring_state {
-  std::uint32_t index, num;
-};
-struct vring_address {
-  std::uint32_t index, flags;
-  std::uint64_t descriptors, used, available, log;
-};
-struct memory_region {
-  std::uint64_t guest_physical, size, user_address, mmap_offset;
-};
-struct memory_table {
-  std::uint32_t regions, padding;
-  memory_region region;
-};
-static_assert(sizeof(header) == 12 && sizeof(vring_address) == 40 && sizeof(memory_table) == 40);
 
 // The split virtqueue as the virtio spec lays it out (little-endian, as is
 // every host this builds for).
@@ -136,21 +104,6 @@ struct split_queue {
   }
 };
 
-/// The handshake's steps in order; steps that do not apply to what was
-/// negotiated are skipped. Each queue has five: NUM, BASE, ADDR, KICK, CALL.
-enum handshake_step : unsigned {
-  hs_get_features,
-  hs_get_protocol_features,
-  hs_set_protocol_features,
-  hs_set_owner,
-  hs_set_features,
-  hs_set_mem_table,
-  hs_first_queue_step,
-  hs_enable = hs_first_queue_step + 10,
-  hs_barrier = hs_enable + 2, // GET_FEATURES again when REPLY_ACK is not agreed
-  hs_done
-};
-
 } // namespace netpasst::detail::vhost
 
 namespace netpasst::detail {
@@ -160,9 +113,9 @@ template <class Executor>
 class vhost_user_state : public std::enable_shared_from_this<vhost_user_state<Executor>> {
 public:
   vhost_user_state(const Executor& executor, unique_fd socket, const vhost_user_transport_config& config)
-      : config_(config), layout_(config.queue_size), socket_(executor), receive_call_(executor),
-        transmit_call_(executor), reply_timer_(executor) {
-    if (!socket) throw std::system_error(EBADF, std::system_category(), "netpasst: vhost-user transport needs a socket");
+      : config_(config), layout_(config.queue_size),
+        frontend_(executor, std::move(socket), vhost_user_frontend_config{config.reply_timeout}),
+        receive_call_(executor), transmit_call_(executor) {
     if (config_.queue_size < 2 || config_.queue_size > 1024 || !std::has_single_bit(config_.queue_size))
       throw std::system_error(std::make_error_code(std::errc::invalid_argument),
                               "netpasst: vhost-user transport: queue_size " + std::to_string(config_.queue_size) +
@@ -171,10 +124,6 @@ public:
     auto os_failure = [](const char* what) {
       return std::system_error(errno, std::system_category(), std::string("netpasst: vhost-user transport: ") + what);
     };
-    const int status = ::fcntl(socket.get(), F_GETFL);
-    if (status < 0 || ::fcntl(socket.get(), F_SETFL, status | O_NONBLOCK) < 0 ||
-        ::fcntl(socket.get(), F_SETFD, FD_CLOEXEC) < 0)
-      throw os_failure("fcntl on the socket");
     memory_fd_ = unique_fd(::memfd_create("netpasst-vhost-user", MFD_CLOEXEC | MFD_ALLOW_SEALING));
     if (!memory_fd_) throw os_failure("memfd_create");
     if (::ftruncate(memory_fd_.get(), off_t(layout_.size)) != 0) throw os_failure("ftruncate of the shared memory");
@@ -193,7 +142,6 @@ public:
     handed_out_ = std::make_unique<std::uint16_t[]>(config_.queue_size);
     free_transmit_ = std::make_unique<std::uint16_t[]>(config_.queue_size);
     batch_ = std::make_unique<frame[]>(config_.max_batch_frames);
-    socket_.assign(socket.release());
   }
 
   ~vhost_user_state() {
@@ -202,24 +150,27 @@ public:
 
   const vhost_user_transport_config& config() const noexcept { return config_; }
   const vhost_user_negotiation& negotiation() const noexcept { return negotiation_; }
-  Executor executor() const noexcept { return const_cast<decltype(socket_)&>(socket_).get_executor(); }
+  /// The frontend's account of a failed handshake, else the step it failed at.
+  std::string_view failure_message() const noexcept {
+    return frontend_.failure_message().empty() ? negotiation_.failed_step : frontend_.failure_message();
+  }
+  Executor executor() const noexcept { return receive_call_executor(); }
   bool is_open() const noexcept { return started_ && !error_; }
   const std::error_code& error() const noexcept { return error_; }
   const vhost_user_counters& counters() const noexcept { return counters_; }
   auto& receive_call() noexcept { return receive_call_; }
   auto& transmit_call() noexcept { return transmit_call_; }
-  auto& socket() noexcept { return socket_; }
+  auto& frontend() noexcept { return frontend_; }
   frame_batch batch(std::size_t n) const noexcept { return {batch_.get(), n}; }
 
   /// Ends the transport with `ec` (first error wins, except that close()
   /// always leaves transport_closed); pending waits complete with it.
   void fail(std::error_code ec) noexcept {
     if (!error_ || ec == errc::transport_closed) error_ = ec;
+    frontend_.close();
     std::error_code ignored;
-    socket_.close(ignored);
     receive_call_.close(ignored);
     transmit_call_.close(ignored);
-    reply_timer_.cancel();
     for (unique_fd& fd : events_) fd.reset();
   }
 
@@ -227,74 +178,65 @@ public:
     std::error_code ignored;
     receive_call_.cancel(ignored);
     transmit_call_.cancel(ignored);
-    if (handshaking_) socket_.cancel(ignored);
+    if (handshaking_) frontend_.cancel();
   }
 
-  /// Starts the handshake of the file comment: the first message is ready
-  /// to go. Refused (transport untouched) when one was already started.
+  /// Marks the handshake begun; refused (transport untouched) when one was
+  /// already started.
   std::error_code begin_handshake() {
     if (started_ || handshaking_ || error_) return error_ ? error_ : make_error_code(errc::operation_in_progress);
     handshaking_ = true;
-    step_ = vhost::hs_get_features;
-    prepare(step_);
     return {};
   }
 
-  /// Moves the handshake on as far as the socket allows without blocking:
-  /// `done`, or `wait_for` says what to wait for (POLLIN, POLLOUT). On
-  /// error the transport is failed and the step that failed is recorded.
-  std::error_code advance_handshake(bool& done, short& wait_for) {
-    done = false;
-    std::error_code ec = advance(done, wait_for);
-    if (ec) fail_handshake(ec);
-    return ec;
+  /// After the frontend's open (ended with `ec`): the device to start, or
+  /// the error that ends the handshake (the transport is then failed).
+  std::error_code after_open(std::error_code ec) {
+    negotiation_ = frontend_.negotiation();
+    if (!ec && error_) ec = error_;
+    if (!ec && !(negotiation_.offered_features & vhost::f_version_1)) {
+      negotiation_.failed_step = "GET_FEATURES (the backend lacks VIRTIO_F_VERSION_1)";
+      ec = errc::protocol_error;
+    }
+    if (ec) return end_handshake(ec), ec;
+    setup_ = device_setup();
+    return {};
   }
 
-  /// The synchronous handshake: waits with poll(), at most the reply
-  /// timeout at a time.
+  /// After the frontend's start (ended with `ec`): the transport runs, or
+  /// is failed with `ec`.
+  void end_handshake(std::error_code ec) {
+    const std::string_view failed_step = negotiation_.failed_step;
+    negotiation_ = frontend_.negotiation();
+    if (negotiation_.failed_step.empty()) negotiation_.failed_step = failed_step;
+    if (!ec && error_) ec = error_;
+    handshaking_ = false;
+    setup_ = {};
+    if (ec) {
+      if (negotiation_.failed_step.empty()) negotiation_.failed_step = "start";
+      return fail(ec);
+    }
+    receive_call_.assign(events_[call_event(0)].release());
+    transmit_call_.assign(events_[call_event(1)].release());
+    for (std::uint16_t id = 0; id < config_.queue_size; ++id) free_transmit_[free_count_++] = id;
+    started_ = true;
+    frontend_.async_wait_closed([weak = this->weak_from_this()](std::error_code end) {
+      if (auto self = weak.lock()) self->fail(end);
+    });
+  }
+
+  const vhost_user_device_setup& setup() const noexcept { return setup_; }
+
+  /// The synchronous handshake: the frontend's blocking open and start.
   std::error_code handshake() {
     if (auto ec = begin_handshake()) return ec;
-    for (;;) {
-      bool done;
-      short wait_for = 0;
-      if (auto ec = advance_handshake(done, wait_for)) return ec;
-      if (done) return {};
-      if (auto ec = wait_socket(wait_for)) return fail_handshake(ec), ec;
-    }
+    std::error_code ec;
+    frontend_.open(ec);
+    if ((ec = after_open(ec))) return ec;
+    frontend_.start(setup_, ec);
+    end_handshake(ec);
+    return error_;
   }
-
-  /// One asynchronous wait of the handshake, bounded by the reply timeout:
-  /// the timer cancels the socket wait, and `end_handshake_wait` tells a
-  /// timeout from a cancellation.
-  template <class Handler> void wait_handshake(short wait_for, Handler&& handler) {
-    const std::uint64_t generation = ++wait_generation_;
-    timed_out_ = false;
-    reply_timer_.expires_after(config_.reply_timeout);
-    reply_timer_.async_wait([self = this->shared_from_this(), generation](std::error_code ec) {
-      if (ec || generation != self->wait_generation_) return;
-      self->timed_out_ = true;
-      std::error_code ignored;
-      self->socket_.cancel(ignored);
-    });
-    socket_.async_wait(wait_for == POLLIN ? asio::posix::descriptor_base::wait_read
-                                          : asio::posix::descriptor_base::wait_write,
-                       std::forward<Handler>(handler));
-  }
-
-  /// After a handshake wait completed with `ec`: the error that ends the
-  /// handshake (the transport's own, a timeout, a cancellation), if any; the
-  /// transport is then failed with it.
-  std::error_code end_handshake_wait(std::error_code ec) {
-    ++wait_generation_;
-    reply_timer_.cancel();
-    if (error_) ec = error_;
-    else if (timed_out_) ec = errc::start_timeout;
-    if (ec) fail_handshake(ec);
-    return ec;
-  }
-
-  /// The step the handshake failed at, for the throwing form.
-  const char* failed_step() const noexcept { return negotiation_.failed_step.empty() ? "start" : negotiation_.failed_step.data(); }
 
   /// Drains a call eventfd, so that the next wait sees only later signals.
   static void drain(int fd) noexcept {
@@ -387,21 +329,6 @@ public:
 
   bool transmit_slot_free() noexcept { return free_count_ > 0 || reclaim_transmit(); }
 
-  /// Keeps one wait on the control socket: after the handshake the backend
-  /// has nothing to say, so readability means it closed or misbehaved.
-  void watch_socket() {
-    socket_.async_wait(asio::posix::descriptor_base::wait_read,
-                       [self = this->shared_from_this()](std::error_code ec) {
-                         if (ec || self->error_) return;
-                         char byte;
-                         const ssize_t got = ::recv(self->socket_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-                         if (got == 0) return self->fail(errc::connection_closed);
-                         if (got > 0) return self->fail(errc::protocol_error);
-                         if (errno == EAGAIN || errno == EINTR) return self->watch_socket();
-                         self->fail({errno, std::system_category()});
-                       });
-  }
-
 private:
   void kick(int queue) noexcept {
     const std::uint64_t one = 1;
@@ -412,78 +339,25 @@ private:
   static constexpr int kick_event(int queue) noexcept { return queue; }
   static constexpr int call_event(int queue) noexcept { return 2 + queue; }
 
-  /// Name of a handshake step, for error messages.
-  static const char* step_name(unsigned step) noexcept {
+  Executor receive_call_executor() const noexcept {
+    return const_cast<decltype(receive_call_)&>(receive_call_).get_executor();
+  }
+
+  std::uint64_t address_of(std::size_t offset) const noexcept {
+    return std::uint64_t(reinterpret_cast<std::uintptr_t>(memory_ + offset));
+  }
+
+  /// The device as the frontend hands it over: the shared memory as one
+  /// region at guest-physical 0, both queues with every receive slot
+  /// offered, and the features to ack.
+  vhost_user_device_setup device_setup() {
     using namespace vhost;
-    static constexpr const char* queue_steps[] = {"SET_VRING_NUM", "SET_VRING_BASE", "SET_VRING_ADDR",
-                                                  "SET_VRING_KICK", "SET_VRING_CALL"};
-    switch (step) {
-    case hs_get_features: return "GET_FEATURES";
-    case hs_get_protocol_features: return "GET_PROTOCOL_FEATURES";
-    case hs_set_protocol_features: return "SET_PROTOCOL_FEATURES";
-    case hs_set_owner: return "SET_OWNER";
-    case hs_set_features: return "SET_FEATURES";
-    case hs_set_mem_table: return "SET_MEM_TABLE";
-    case hs_enable:
-    case hs_enable + 1: return "SET_VRING_ENABLE";
-    case hs_barrier: return "GET_FEATURES (barrier)";
-    default: return step < hs_enable ? queue_steps[(step - hs_first_queue_step) % 5] : "start";
-    }
-  }
-
-  void fail_handshake(std::error_code ec) noexcept {
-    if (negotiation_.failed_step.empty()) negotiation_.failed_step = step_name(step_);
-    handshaking_ = false;
-    fail(ec);
-  }
-
-  /// Queues a message; its reply (a u64) is awaited when `want_reply`, or
-  /// when REPLY_ACK was agreed and `ack` asks for the backend's status.
-  void queue_message(std::uint32_t request, const void* payload, std::size_t size, int fd, bool ack,
-                     bool want_reply = false) {
-    const bool need_reply = ack && acked_reply_;
-    const vhost::header h{request, vhost::version | (need_reply ? vhost::need_reply_flag : 0u), std::uint32_t(size)};
-    std::memcpy(out_, &h, sizeof h);
-    if (size) std::memcpy(out_ + sizeof h, payload, size);
-    out_size_ = sizeof h + size;
-    out_written_ = 0;
-    out_fd_ = fd;
-    in_read_ = 0;
-    in_wanted_ = need_reply || want_reply ? sizeof in_ : 0;
-    in_request_ = request;
-  }
-
-  /// Queues the message of `step`; false if the step does not apply to what
-  /// was negotiated.
-  bool prepare(unsigned step) {
-    using namespace vhost;
-    const bool protocol = acked_features_ & f_protocol_features;
-    switch (step) {
-    case hs_barrier:
-      if (acked_reply_) return false;
-      [[fallthrough]];
-    case hs_get_features: return queue_message(get_features, nullptr, 0, -1, false, true), true;
-    case hs_get_protocol_features:
-      return protocol && (queue_message(get_protocol_features, nullptr, 0, -1, false, true), true);
-    case hs_set_protocol_features:
-      return protocol && (queue_message(set_protocol_features, &negotiation_.acked_protocol_features, 8, -1, false), true);
-    case hs_set_owner: return queue_message(set_owner, nullptr, 0, -1, true), true;
-    case hs_set_features: return queue_message(set_features, &acked_features_, 8, -1, true), true;
-    case hs_set_mem_table: {
-      const memory_table table{1, 0, {0, layout_.size, address_of(0), 0}};
-      return queue_message(set_mem_table, &table, sizeof table, memory_fd_.get(), true), true;
-    }
-    case hs_enable:
-    case hs_enable + 1: {
-      const vring_state enable{step - hs_enable, 1};
-      return protocol && (queue_message(set_vring_enable, &enable, sizeof enable, -1, true), true);
-    }
-    default: break;
-    }
-    const std::uint32_t index = (step - hs_first_queue_step) / 5;
-    split_queue& q = queue_[index];
-    switch ((step - hs_first_queue_step) % 5) {
-    case 0: {
+    vhost_user_device_setup setup;
+    setup.features = f_version_1;
+    if (config_.guest_checksum_offload) setup.features |= negotiation_.offered_features & f_guest_csum;
+    setup.memory.push_back({memory_fd_.get(), 0, layout_.size, address_of(0), 0});
+    for (std::uint32_t index = 0; index < 2; ++index) {
+      split_queue& q = queue_[index];
       const bool receiving = index == 0;
       for (std::uint16_t id = 0; id < q.size; ++id)
         q.descriptors()[id] = {q.slot_address(id), std::uint32_t(slot_size),
@@ -492,143 +366,17 @@ private:
         for (std::uint16_t id = 0; id < q.size; ++id) q.offer(id);
         q.publish();
       }
-      const vring_state num{index, q.size};
-      return queue_message(set_vring_num, &num, sizeof num, -1, true), true;
+      setup.queues.push_back({index, q.size, 0, address_of(q.at.descriptors), address_of(q.at.available),
+                              address_of(q.at.used), events_[kick_event(int(index))].get(),
+                              events_[call_event(int(index))].get()});
     }
-    case 1: {
-      const vring_state base{index, 0};
-      return queue_message(set_vring_base, &base, sizeof base, -1, true), true;
-    }
-    case 2: {
-      const vring_address addresses{index, 0, address_of(q.at.descriptors), address_of(q.at.used),
-                                    address_of(q.at.available), 0};
-      return queue_message(set_vring_addr, &addresses, sizeof addresses, -1, true), true;
-    }
-    default: {
-      const std::uint64_t which = index;
-      const bool kick_step = (step - hs_first_queue_step) % 5 == 3;
-      const int fd = events_[kick_step ? kick_event(int(index)) : call_event(int(index))].get();
-      return queue_message(kick_step ? set_vring_kick : set_vring_call, &which, sizeof which, fd, true), true;
-    }
-    }
-  }
-
-  std::uint64_t address_of(std::size_t offset) const noexcept {
-    return std::uint64_t(reinterpret_cast<std::uintptr_t>(memory_ + offset));
-  }
-
-  /// Checks the header of the reply being read, as soon as it is in: a
-  /// reply to another request, or one not carrying exactly one u64, fails
-  /// at once instead of waiting for bytes it does not announce.
-  std::error_code check_reply_header() const noexcept {
-    using namespace vhost;
-    header h;
-    std::memcpy(&h, in_, sizeof h);
-    if (h.request != in_request_ || (h.flags & 3) != version || !(h.flags & reply_flag) || h.size != sizeof(std::uint64_t))
-      return errc::protocol_error;
-    return {};
-  }
-
-  /// Takes what the reply just read (header checked) says.
-  std::error_code take_reply() {
-    using namespace vhost;
-    std::uint64_t value;
-    std::memcpy(&value, in_ + sizeof(header), sizeof value);
-    switch (step_) {
-    case hs_get_features:
-      negotiation_.offered_features = value;
-      if (!(value & f_version_1)) {
-        negotiation_.failed_step = "GET_FEATURES (the backend lacks VIRTIO_F_VERSION_1)";
-        return errc::protocol_error;
-      }
-      acked_features_ = f_version_1 | (value & f_protocol_features);
-      if (config_.guest_checksum_offload) acked_features_ |= value & f_guest_csum;
-      return {};
-    case hs_get_protocol_features:
-      negotiation_.offered_protocol_features = value;
-      negotiation_.acked_protocol_features = value & pf_reply_ack;
-      acked_reply_ = negotiation_.acked_protocol_features & pf_reply_ack;
-      return {};
-    case hs_barrier: return {};
-    default: return value == 0 ? std::error_code{} : make_error_code(errc::protocol_error); // a REPLY_ACK status
-    }
-  }
-
-  /// The non-blocking core of the handshake (see advance_handshake).
-  std::error_code advance(bool& done, short& wait_for) {
-    for (;;) {
-      if (out_written_ < out_size_) {
-        iovec part{out_ + out_written_, out_size_ - out_written_};
-        msghdr m{};
-        m.msg_iov = &part;
-        m.msg_iovlen = 1;
-        alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
-        if (out_fd_ >= 0 && out_written_ == 0) {
-          m.msg_control = control;
-          m.msg_controllen = sizeof control;
-          cmsghdr* c = CMSG_FIRSTHDR(&m);
-          c->cmsg_level = SOL_SOCKET;
-          c->cmsg_type = SCM_RIGHTS;
-          c->cmsg_len = CMSG_LEN(sizeof(int));
-          std::memcpy(CMSG_DATA(c), &out_fd_, sizeof out_fd_);
-        }
-        const ssize_t sent = ::sendmsg(socket_.native_handle(), &m, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (sent > 0) {
-          out_written_ += std::size_t(sent);
-          continue;
-        }
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN) return wait_for = POLLOUT, std::error_code{};
-        if (errno == EPIPE || errno == ECONNRESET) return errc::connection_closed;
-        return {errno, std::system_category()};
-      }
-      if (in_read_ < in_wanted_) {
-        const ssize_t got = ::recv(socket_.native_handle(), in_ + in_read_, in_wanted_ - in_read_, MSG_DONTWAIT);
-        if (got > 0) {
-          const bool header_completed = in_read_ < sizeof(vhost::header) && in_read_ + std::size_t(got) >= sizeof(vhost::header);
-          in_read_ += std::size_t(got);
-          if (header_completed)
-            if (auto ec = check_reply_header()) return ec;
-          continue;
-        }
-        if (got == 0 || errno == ECONNRESET) return errc::connection_closed;
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN) return wait_for = POLLIN, std::error_code{};
-        return {errno, std::system_category()};
-      }
-      if (in_wanted_) {
-        if (auto ec = take_reply()) return ec;
-        in_wanted_ = 0;
-      }
-      while (++step_ < vhost::hs_done && !prepare(step_)) {
-      }
-      if (step_ == vhost::hs_done) return finish_handshake(), done = true, std::error_code{};
-    }
-  }
-
-  void finish_handshake() {
-    receive_call_.assign(events_[call_event(0)].release());
-    transmit_call_.assign(events_[call_event(1)].release());
-    for (std::uint16_t id = 0; id < config_.queue_size; ++id) free_transmit_[free_count_++] = id;
-    negotiation_.acked_features = acked_features_;
-    handshaking_ = false;
-    started_ = true;
-  }
-
-  /// Waits for `events` on the socket for at most the reply timeout.
-  std::error_code wait_socket(short events) {
-    pollfd p{socket_.native_handle(), events, 0};
-    for (;;) {
-      const int ready = ::poll(&p, 1, int(config_.reply_timeout.count()));
-      if (ready > 0) return {};
-      if (ready == 0) return errc::start_timeout;
-      if (errno != EINTR) return {errno, std::system_category()};
-    }
+    return setup;
   }
 
   vhost_user_transport_config config_;
   vhost::memory_layout layout_;
-  asio::posix::basic_stream_descriptor<Executor> socket_, receive_call_, transmit_call_;
+  basic_vhost_user_frontend<Executor> frontend_;
+  asio::posix::basic_stream_descriptor<Executor> receive_call_, transmit_call_;
   unique_fd memory_fd_;
   unique_fd events_[4]; // kick 0, kick 1, call 0, call 1 (the calls move into the descriptors)
   std::byte* memory_ = nullptr;
@@ -639,52 +387,40 @@ private:
   vhost_user_negotiation negotiation_;
   vhost_user_counters counters_;
   std::error_code error_;
-  // Handshake progress: the message being written, the reply awaited.
-  std::byte out_[sizeof(vhost::header) + std::max(sizeof(vhost::memory_table), sizeof(vhost::vring_address))];
-  std::size_t out_size_ = 0, out_written_ = 0;
-  int out_fd_ = -1;
-  std::byte in_[sizeof(vhost::header) + sizeof(std::uint64_t)];
-  std::size_t in_wanted_ = 0, in_read_ = 0;
-  std::uint32_t in_request_ = 0;
-  unsigned step_ = 0;
-  std::uint64_t acked_features_ = 0;
-  asio::basic_waitable_timer<std::chrono::steady_clock, asio::wait_traits<std::chrono::steady_clock>, Executor>
-      reply_timer_;
-  std::uint64_t wait_generation_ = 0;
-  bool timed_out_ = false, handshaking_ = false;
-  bool started_ = false, acked_reply_ = false;
+  vhost_user_device_setup setup_; // during the handshake
+  bool handshaking_ = false, started_ = false;
 };
 
-/// async_handshake: advance without blocking, wait (bounded by the reply
-/// timeout) whenever the socket says so.
+/// async_handshake: the frontend's open, the transport's check of what was
+/// offered, the frontend's start.
 template <class Executor>
 struct vhost_user_handshake_op {
   explicit vhost_user_handshake_op(std::shared_ptr<vhost_user_state<Executor>> s) : state(std::move(s)) {}
   std::shared_ptr<vhost_user_state<Executor>> state;
+  enum { begin, opened, started, finished } stage = begin;
   std::error_code result;
-  bool started = false, finished = false;
 
   template <class Self> void operator()(Self& self, std::error_code ec = {}) {
-    if (finished) return self.complete(result);
-    if (!started) {
+    switch (stage) {
+    case begin:
       self.reset_cancellation_state(asio::enable_total_cancellation());
-      result = state->begin_handshake();
-    } else {
-      result = state->end_handshake_wait(ec);
-    }
-    if (!result) {
-      bool done;
-      short wait_for = 0;
-      result = state->advance_handshake(done, wait_for);
-      if (!result && !done) {
-        started = true;
-        return state->wait_handshake(wait_for, std::move(self));
+      if ((result = state->begin_handshake())) {
+        stage = finished;
+        return asio::post(state->executor(), std::move(self));
       }
-      if (!result) state->watch_socket();
+      stage = opened;
+      return state->frontend().async_open(std::move(self));
+    case opened:
+      if ((result = state->after_open(ec))) break;
+      stage = started;
+      return state->frontend().async_start(state->setup(), std::move(self));
+    case started:
+      state->end_handshake(ec);
+      result = state->error();
+      break;
+    case finished: break;
     }
-    if (started) return self.complete(result);
-    started = finished = true;
-    asio::post(state->executor(), std::move(self));
+    self.complete(result);
   }
 };
 
@@ -769,25 +505,28 @@ template <class Executor> basic_vhost_user_transport<Executor>::~basic_vhost_use
 
 template <class Executor> void basic_vhost_user_transport<Executor>::handshake(std::error_code& ec) {
   ec = state_->handshake();
-  if (!ec) state_->watch_socket();
 }
 
 template <class Executor> void basic_vhost_user_transport<Executor>::handshake() {
   if (const std::error_code ec = state_->handshake())
-    throw std::system_error(ec, std::string("netpasst: vhost-user handshake: ") + state_->failed_step());
-  state_->watch_socket();
+    throw std::system_error(ec, std::string("netpasst: vhost-user handshake: ") + std::string(failure_message()));
 }
 
 template <class Executor>
 template <asio::completion_token_for<void(std::error_code)> Token>
 auto basic_vhost_user_transport<Executor>::async_handshake(Token&& token) {
   return asio::async_compose<Token, void(std::error_code)>(detail::vhost_user_handshake_op<Executor>(state_), token,
-                                                           state_->socket());
+                                                           state_->receive_call());
 }
 
 template <class Executor>
 const vhost_user_negotiation& basic_vhost_user_transport<Executor>::negotiation() const noexcept {
   return state_->negotiation();
+}
+
+template <class Executor>
+std::string_view basic_vhost_user_transport<Executor>::failure_message() const noexcept {
+  return state_ ? state_->failure_message() : std::string_view{};
 }
 
 template <class Executor> auto basic_vhost_user_transport<Executor>::get_executor() const noexcept -> executor_type {
