@@ -1,8 +1,10 @@
-// vhost_user_transport against real vhost-user backends: DPDK's testpmd (its
+// vhost_user_transport, and vhost_user_frontend driving a VMM's own rings,
+// against real vhost-user backends: DPDK's testpmd (its
 // vhost PMD, echoing every frame back with the MAC addresses swapped) and,
 // when NETPASST_TEST_VHOST_PASST names one, a passt built with --vhost-user.
 #include <netpasst/guest/mini_guest.hpp>
 #include <netpasst/transport/vhost_user.hpp>
+#include <netpasst/transport/vhost_user_frontend.hpp>
 
 #include "e2e_env.hpp"
 
@@ -15,13 +17,17 @@
 #include <asio/ip/udp.hpp>
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -336,6 +342,296 @@ TEST_CASE("vhost-user transport: a guest gets a lease from passt --vhost-user an
     CHECK(netpasst::packet::detail::pseudo_checksum(ip.source, ip.destination, 6, ip.payload) == 0);
   }
   CHECK(transport.counters().frames_dropped_received == 0);
+  std::error_code ignored;
+  std::filesystem::remove(log, ignored);
+}
+
+namespace {
+
+/// A virtio-net device as a VMM owns it: its guest's split rings in one
+/// memfd placed at guest-physical 0x40000000, the frame buffers in another
+/// at 0x100000000, each mapped where the kernel chose, and the guest's side
+/// of both queues (receive 0, transmit 1) driven here by hand. The backend
+/// gets all of it through `vhost_user_frontend` alone.
+struct vmm_device {
+  static constexpr std::uint16_t queue_size = 64;
+  static constexpr std::size_t header_size = 12, slot_size = 65552;
+  static constexpr std::uint64_t rings_gpa = 0x40000000, buffers_gpa = 0x100000000;
+  static constexpr std::size_t queue_bytes = 16384, rings_size = 2 * queue_bytes,
+                               buffers_size = 2 * queue_size * slot_size;
+  struct descriptor {
+    std::uint64_t address;
+    std::uint32_t length;
+    std::uint16_t flags, next;
+  };
+  netpasst::unique_fd rings_fd{::memfd_create("vmm-rings", MFD_CLOEXEC)};
+  netpasst::unique_fd buffers_fd{::memfd_create("vmm-buffers", MFD_CLOEXEC)};
+  netpasst::unique_fd kick[2], call[2];
+  std::byte* rings = nullptr;
+  std::byte* buffers = nullptr;
+  std::uint16_t next_available[2] = {}, last_used[2] = {};
+  std::uint16_t resume_at[2] = {};
+
+  vmm_device() {
+    REQUIRE(::ftruncate(rings_fd.get(), rings_size) == 0);
+    REQUIRE(::ftruncate(buffers_fd.get(), buffers_size) == 0);
+    rings = static_cast<std::byte*>(::mmap(nullptr, rings_size, PROT_READ | PROT_WRITE, MAP_SHARED, rings_fd.get(), 0));
+    buffers = static_cast<std::byte*>(
+        ::mmap(nullptr, buffers_size, PROT_READ | PROT_WRITE, MAP_SHARED, buffers_fd.get(), 0));
+    REQUIRE(rings != MAP_FAILED);
+    REQUIRE(buffers != MAP_FAILED);
+    for (int q = 0; q < 2; ++q) {
+      kick[q].reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+      call[q].reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    }
+    // The receive queue offers every buffer, as a guest's driver does.
+    for (std::uint16_t id = 0; id < queue_size; ++id) {
+      descriptors(0)[id] = {buffer_gpa(0, id), std::uint32_t(slot_size), 2 /* device writes */, 0};
+      offer(0, id);
+    }
+    publish(0);
+  }
+  ~vmm_device() {
+    ::munmap(rings, rings_size);
+    ::munmap(buffers, buffers_size);
+  }
+
+  std::byte* ring(int q) const { return rings + q * queue_bytes; }
+  descriptor* descriptors(int q) const { return reinterpret_cast<descriptor*>(ring(q)); }
+  std::uint16_t* available(int q) const { return reinterpret_cast<std::uint16_t*>(ring(q) + 4096); }
+  std::byte* used(int q) const { return ring(q) + 8192; }
+  std::uint64_t user(const std::byte* p) const { return reinterpret_cast<std::uintptr_t>(p); }
+  std::uint64_t buffer_gpa(int q, std::uint16_t id) const {
+    return buffers_gpa + (std::uint64_t(q) * queue_size + id) * slot_size;
+  }
+  std::byte* buffer(int q, std::uint16_t id) const { return buffers + (std::size_t(q) * queue_size + id) * slot_size; }
+
+  void offer(int q, std::uint16_t id) { available(q)[2 + next_available[q]++ % queue_size] = id; }
+  void publish(int q) {
+    std::atomic_ref(available(q)[1]).store(next_available[q], std::memory_order_release);
+    const std::uint64_t one = 1;
+    [[maybe_unused]] auto ignored = ::write(kick[q].get(), &one, sizeof one);
+  }
+  std::uint16_t used_index(int q) const {
+    return std::atomic_ref(*reinterpret_cast<std::uint16_t*>(used(q) + 2)).load(std::memory_order_acquire);
+  }
+
+  netpasst::vhost_user_device_setup setup() const {
+    netpasst::vhost_user_device_setup s;
+    s.features = 1ull << 32; // VIRTIO_F_VERSION_1: the 12-byte header
+    s.memory = {{rings_fd.get(), rings_gpa, rings_size, user(rings), 0},
+                {buffers_fd.get(), buffers_gpa, buffers_size, user(buffers), 0}};
+    for (std::uint32_t q = 0; q < 2; ++q)
+      s.queues.push_back({q, queue_size, resume_at[q], user(ring(int(q))), user(ring(int(q)) + 4096),
+                          user(used(int(q))), kick[q].get(), call[q].get()});
+    return s;
+  }
+
+  /// Transmit slots the backend has not given back yet.
+  std::uint16_t in_flight() const { return std::uint16_t(next_available[1] - used_index(1)); }
+  void send(std::span<const std::byte> f) {
+    REQUIRE(in_flight() < queue_size);
+    const std::uint16_t id = next_available[1] % queue_size;
+    std::memset(buffer(1, id), 0, header_size);
+    std::memcpy(buffer(1, id) + header_size, f.data(), f.size());
+    descriptors(1)[id] = {buffer_gpa(1, id), std::uint32_t(header_size + f.size()), 0, 0};
+    offer(1, id);
+    publish(1);
+  }
+  /// The next frame the backend placed in the receive queue (its buffer
+  /// offered again), or nothing within `patience`.
+  std::optional<std::vector<std::byte>> receive(std::chrono::milliseconds patience) {
+    const auto deadline = std::chrono::steady_clock::now() + patience;
+    while (used_index(0) == last_used[0]) {
+      if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
+      pollfd p{call[0].get(), POLLIN, 0};
+      ::poll(&p, 1, 10);
+      std::uint64_t count;
+      [[maybe_unused]] auto ignored = ::read(call[0].get(), &count, sizeof count);
+    }
+    const auto* entry = reinterpret_cast<const std::uint32_t*>(used(0) + 4) + 2 * (last_used[0]++ % queue_size);
+    const std::uint32_t id = entry[0], length = entry[1];
+    REQUIRE(id < queue_size);
+    REQUIRE(length >= header_size);
+    std::vector<std::byte> f(buffer(0, std::uint16_t(id)) + header_size, buffer(0, std::uint16_t(id)) + length);
+    offer(0, std::uint16_t(id));
+    publish(0);
+    return f;
+  }
+};
+
+/// Starts `device` through `frontend`, blocking, with the reason on failure.
+void start_device(netpasst::vhost_user_frontend& frontend, const vmm_device& device) {
+  std::error_code ec;
+  frontend.start(device.setup(), ec);
+  INFO(frontend.failure_message());
+  REQUIRE_FALSE(ec);
+}
+
+/// Stops both queues; where each would resume goes to `device.resume_at`.
+void stop_device(netpasst::vhost_user_frontend& frontend, vmm_device& device) {
+  for (std::uint32_t q = 0; q < 2; ++q) {
+    std::error_code ec;
+    device.resume_at[q] = frontend.stop_queue(q, ec);
+    INFO("queue " << q << ": " << frontend.failure_message());
+    REQUIRE_FALSE(ec);
+  }
+}
+
+} // namespace
+
+TEST_CASE("vhost-user frontend: testpmd moves frames through a VMM's own rings in two memory regions, stopped and resumed") {
+  if (find_program("dpdk-testpmd").empty()) {
+    WARN("dpdk-testpmd is not installed (package dpdk-dev): skipped");
+    return;
+  }
+  testpmd_backend backend;
+  REQUIRE(backend.process->pid > 0);
+  netpasst::unique_fd socket = connect_unix(backend.socket_path, 20s);
+  REQUIRE(socket);
+  asio::io_context io;
+  netpasst::vhost_user_frontend frontend(io, std::move(socket));
+  std::error_code ec;
+  frontend.open(ec);
+  INFO(frontend.failure_message());
+  REQUIRE_FALSE(ec);
+  REQUIRE((frontend.negotiation().offered_features >> 32 & 1) == 1);
+  vmm_device device;
+  start_device(frontend, device);
+
+  // Echo rounds, fewer frames in flight than the receive queue holds.
+  std::uint32_t sequence = 0;
+  auto echo_round = [&](std::size_t frames) {
+    std::size_t mismatches = 0;
+    for (std::size_t i = 0; i < frames; ++i) {
+      const auto sent = make_frame(14 + (std::size_t(sequence) * 4099) % 65522, sequence);
+      ++sequence;
+      device.send(sent);
+      const auto echoed = device.receive(10s);
+      REQUIRE(echoed);
+      if (!is_swapped_echo(frame(echoed->data(), echoed->size()), sent)) ++mismatches;
+    }
+    CHECK(mismatches == 0);
+  };
+  echo_round(100);
+  stop_device(frontend, device);
+  // Each queue resumes after the 100 descriptors the backend took from it
+  // (the receive queue has 64 more on offer).
+  CHECK(device.resume_at[0] == 100);
+  CHECK(device.resume_at[1] == 100);
+  CHECK(frontend.running_queues().empty());
+
+  start_device(frontend, device);
+  echo_round(50);
+  stop_device(frontend, device);
+  CHECK(device.resume_at[0] == 150);
+  CHECK(device.resume_at[1] == 150);
+}
+
+TEST_CASE("vhost-user frontend: passt --vhost-user leases, exchanges UDP through a VMM's own rings, and resumes after a stop") {
+  const char* passt_path = std::getenv("NETPASST_TEST_VHOST_PASST");
+  if (!passt_path || !*passt_path) {
+    WARN("NETPASST_TEST_VHOST_PASST does not name a passt built with --vhost-user: skipped");
+    return;
+  }
+  if (!netpasst::e2e::in_private_netns) {
+    WARN("not in the private test namespace: skipped");
+    return;
+  }
+  namespace packet = netpasst::packet;
+  int pair[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);
+  netpasst::unique_fd ours(pair[0]), theirs(pair[1]);
+  const auto log = std::filesystem::temp_directory_path() / ("netpasst-vmm-passt-" + std::to_string(::getpid()));
+  child_process passt({passt_path, "--vhost-user", "--fd", "3", "-f", "-q"}, log.string(), theirs.get());
+  theirs.reset();
+  REQUIRE(passt.pid > 0);
+
+  asio::io_context io;
+  netpasst::vhost_user_frontend frontend(io, std::move(ours));
+  std::error_code ec;
+  frontend.open(ec);
+  INFO(frontend.failure_message());
+  REQUIRE_FALSE(ec);
+  vmm_device device;
+  start_device(frontend, device);
+
+  const packet::mac_address guest_mac{{0x02, 0x00, 0x00, 0x00, 0x00, 0x01}};
+  auto receive_where = [&](const std::function<bool(std::span<const std::byte>)>& wanted) {
+    for (int frames = 0; frames < 100; ++frames) {
+      auto f = device.receive(10s);
+      if (!f) return std::vector<std::byte>{};
+      if (wanted(*f)) return *f;
+    }
+    return std::vector<std::byte>{};
+  };
+
+  // DHCP: passt offers the guest its address.
+  std::vector<std::byte> out(65535);
+  packet::dhcp_message discover;
+  discover.xid = 0x5eed;
+  discover.client_mac = guest_mac;
+  discover.message_type = packet::dhcp_message_type::discover;
+  device.send({out.data(), packet::build_dhcp_client_frame(out, discover)});
+  packet::dhcp_message offer;
+  packet::mac_address server_mac{};
+  const auto offer_frame = receive_where([&](std::span<const std::byte> f) {
+    std::error_code e;
+    const auto eth = packet::parse_ethernet(f, e);
+    if (e || eth.ether_type != packet::ethertype_ipv4) return false;
+    const auto ip = packet::parse_ipv4(eth.payload, e);
+    if (e || ip.protocol != packet::ip_protocol_udp) return false;
+    const auto udp = packet::parse_udp(ip, e);
+    if (e || udp.destination_port != packet::dhcp_client_port) return false;
+    offer = packet::parse_dhcp(udp.payload, e);
+    server_mac = eth.source;
+    return !e && offer.xid == 0x5eed;
+  });
+  REQUIRE_FALSE(offer_frame.empty());
+  CHECK(offer.yiaddr.to_string() == "192.0.2.10");
+  REQUIRE_FALSE(offer.routers.empty());
+
+  asio::ip::udp::socket echo(io, asio::ip::udp::endpoint(asio::ip::make_address_v4("127.0.0.1"), 0));
+  const std::uint16_t echo_port = echo.local_endpoint().port();
+  std::thread echo_server([&] {
+    std::vector<std::byte> datagram(65536);
+    asio::ip::udp::endpoint peer;
+    for (int i = 0; i < 2; ++i) {
+      std::error_code e;
+      const std::size_t n = echo.receive_from(asio::buffer(datagram), peer, 0, e);
+      if (e) return;
+      echo.send_to(asio::buffer(datagram.data(), n), peer, 0, e);
+    }
+  });
+  auto udp_round = [&](std::size_t size) {
+    std::vector<std::byte> payload(size);
+    for (std::size_t i = 0; i < size; ++i) payload[i] = std::byte(std::uint8_t(i * 13 + size));
+    const packet::frame_addresses addresses{guest_mac, server_mac, offer.yiaddr, offer.routers.front()};
+    device.send({out.data(), packet::build_udp_frame(out, addresses, 40000, echo_port, payload)});
+    std::vector<std::byte> echoed;
+    receive_where([&](std::span<const std::byte> f) {
+      std::error_code e;
+      const auto eth = packet::parse_ethernet(f, e);
+      if (e || eth.ether_type != packet::ethertype_ipv4) return false;
+      const auto ip = packet::parse_ipv4(eth.payload, e);
+      if (e || ip.protocol != packet::ip_protocol_udp) return false;
+      const auto udp = packet::parse_udp(ip, e);
+      if (e || udp.destination_port != 40000) return false;
+      echoed.assign(udp.payload.begin(), udp.payload.end());
+      return true;
+    });
+    CHECK(echoed == payload);
+  };
+  udp_round(30000);
+  const std::uint16_t sent_before_stop = device.next_available[1];
+  stop_device(frontend, device);
+  CHECK(device.resume_at[1] == sent_before_stop); // passt took every frame sent
+
+  start_device(frontend, device);
+  udp_round(1400);
+  echo_server.join();
+  stop_device(frontend, device);
+  CHECK(device.resume_at[1] == sent_before_stop + 1);
   std::error_code ignored;
   std::filesystem::remove(log, ignored);
 }
