@@ -19,6 +19,7 @@
 #include <netpasst/probe.hpp>
 #include <netpasst/session/stream.hpp>
 #include <netpasst/session/vhost_user.hpp>
+#include <netpasst/session/vhost_user_device.hpp>
 #include <netpasst/testing/memory_session.hpp>
 #include <netpasst/testing/memory_transport.hpp>
 #include <netpasst/testing/scripted_launcher.hpp>

@@ -3,6 +3,9 @@
 // tests of the frontend and of the transport built on it.
 #include "vhost_user_messages.hpp"
 
+#include <netpasst/testing/scripted_launcher.hpp>
+#include <netpasst/unique_fd.hpp>
+
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -10,6 +13,8 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <list>
+#include <memory>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -94,6 +99,27 @@ struct scripted_backend {
       } else if (m->flags & 8u) sent = reply_u64(fd, m->request, m->request == refuse ? 1 : 0);
       if (!sent) return;
     }
+  }
+};
+
+/// Plays passt for a lifecycle: a scripted backend on each launch's fd 3.
+struct vhost_passts {
+  std::list<netpasst::unique_fd> ends;
+  std::list<scripted_backend> backends;
+  std::list<std::thread> threads;
+  std::vector<std::shared_ptr<netpasst::testing::scripted_exit>> processes;
+  std::size_t silent_from = SIZE_MAX; // launches from this index on never answer
+
+  void operator()(netpasst::testing::scripted_launch launch) {
+    processes.push_back(launch.process);
+    auto& backend = backends.emplace_back();
+    backend.silent = processes.size() > silent_from;
+    const int fd = ends.emplace_back(std::move(launch.passt_end)).get();
+    threads.emplace_back([&backend, fd] { backend.serve(fd); });
+  }
+  ~vhost_passts() {
+    for (auto& end : ends) ::shutdown(end.get(), SHUT_RDWR);
+    for (auto& thread : threads) thread.join();
   }
 };
 

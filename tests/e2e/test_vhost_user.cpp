@@ -3,6 +3,9 @@
 // vhost PMD, echoing every frame back with the MAC addresses swapped) and,
 // when NETPASST_TEST_VHOST_PASST names one, a passt built with --vhost-user.
 #include <netpasst/guest/mini_guest.hpp>
+#include <netpasst/launcher/passt_launcher.hpp>
+#include <netpasst/lifecycle.hpp>
+#include <netpasst/session/vhost_user_device.hpp>
 #include <netpasst/transport/vhost_user.hpp>
 #include <netpasst/transport/vhost_user_frontend.hpp>
 
@@ -27,6 +30,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -528,17 +532,110 @@ TEST_CASE("vhost-user frontend: testpmd moves frames through a VMM's own rings i
   CHECK(device.resume_at[1] == 150);
 }
 
-TEST_CASE("vhost-user frontend: passt --vhost-user leases, exchanges UDP through a VMM's own rings, and resumes after a stop") {
+namespace {
+
+/// The guest side of a lease and of UDP echoes, over a `vmm_device`.
+struct vmm_guest {
+  explicit vmm_guest(vmm_device& d) : device(d) {}
+  vmm_device& device;
+  netpasst::packet::mac_address mac{{0x02, 0x00, 0x00, 0x00, 0x00, 0x01}};
+  netpasst::packet::mac_address server_mac{};
+  netpasst::packet::dhcp_message offer;
+  std::vector<std::byte> out = std::vector<std::byte>(65535);
+
+  /// The UDP payload of the next frame to `port`, skipping others (at most
+  /// 100); empty if none came.
+  std::optional<std::vector<std::byte>> receive_udp(std::uint16_t port) {
+    namespace packet = netpasst::packet;
+    for (int frames = 0; frames < 100; ++frames) {
+      const auto f = device.receive(10s);
+      if (!f) return std::nullopt;
+      std::error_code e;
+      const auto eth = packet::parse_ethernet(*f, e);
+      if (e || eth.ether_type != packet::ethertype_ipv4) continue;
+      const auto ip = packet::parse_ipv4(eth.payload, e);
+      if (e || ip.protocol != packet::ip_protocol_udp) continue;
+      const auto udp = packet::parse_udp(ip, e);
+      if (e || udp.destination_port != port) continue;
+      server_mac = eth.source;
+      return std::vector<std::byte>(udp.payload.begin(), udp.payload.end());
+    }
+    return std::nullopt;
+  }
+
+  /// DHCPDISCOVER, and passt's offer kept.
+  void lease() {
+    namespace packet = netpasst::packet;
+    packet::dhcp_message discover;
+    discover.xid = 0x5eed;
+    discover.client_mac = mac;
+    discover.message_type = packet::dhcp_message_type::discover;
+    device.send({out.data(), packet::build_dhcp_client_frame(out, discover)});
+    const auto reply = receive_udp(packet::dhcp_client_port);
+    REQUIRE(reply);
+    offer = packet::parse_dhcp(*reply);
+    CHECK(offer.xid == 0x5eed);
+    CHECK(offer.yiaddr.to_string() == "192.0.2.10");
+    REQUIRE_FALSE(offer.routers.empty());
+  }
+
+  /// A datagram of `size` bytes to the gateway's `port` comes back whole.
+  void echo(std::uint16_t port, std::size_t size) {
+    std::vector<std::byte> payload(size);
+    for (std::size_t i = 0; i < size; ++i) payload[i] = std::byte(std::uint8_t(i * 13 + size));
+    const netpasst::packet::frame_addresses addresses{mac, server_mac, offer.yiaddr, offer.routers.front()};
+    device.send({out.data(), netpasst::packet::build_udp_frame(out, addresses, 40000, port, payload)});
+    const auto echoed = receive_udp(40000);
+    REQUIRE(echoed);
+    CHECK(*echoed == payload);
+  }
+};
+
+/// A UDP echo server on the host's loopback, answering `count` datagrams
+/// on its own thread.
+struct udp_echo_server {
+  asio::io_context io;
+  asio::ip::udp::socket socket{io, asio::ip::udp::endpoint(asio::ip::make_address_v4("127.0.0.1"), 0)};
+  std::thread thread;
+  explicit udp_echo_server(int count) {
+    thread = std::thread([this, count] {
+      std::vector<std::byte> datagram(65536);
+      asio::ip::udp::endpoint peer;
+      for (int i = 0; i < count; ++i) {
+        std::error_code e;
+        const std::size_t n = socket.receive_from(asio::buffer(datagram), peer, 0, e);
+        if (e) return;
+        socket.send_to(asio::buffer(datagram.data(), n), peer, 0, e);
+      }
+    });
+  }
+  ~udp_echo_server() {
+    std::error_code ignored;
+    socket.shutdown(asio::socket_base::shutdown_both, ignored);
+    socket.close(ignored);
+    thread.join();
+  }
+  std::uint16_t port() const { return socket.local_endpoint().port(); }
+};
+
+const char* vhost_passt_or_skip() {
   const char* passt_path = std::getenv("NETPASST_TEST_VHOST_PASST");
   if (!passt_path || !*passt_path) {
     WARN("NETPASST_TEST_VHOST_PASST does not name a passt built with --vhost-user: skipped");
-    return;
+    return nullptr;
   }
   if (!netpasst::e2e::in_private_netns) {
     WARN("not in the private test namespace: skipped");
-    return;
+    return nullptr;
   }
-  namespace packet = netpasst::packet;
+  return passt_path;
+}
+
+} // namespace
+
+TEST_CASE("vhost-user frontend: passt --vhost-user leases, exchanges UDP through a VMM's own rings, and resumes after a stop") {
+  const char* passt_path = vhost_passt_or_skip();
+  if (!passt_path) return;
   int pair[2];
   REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);
   netpasst::unique_fd ours(pair[0]), theirs(pair[1]);
@@ -555,83 +652,65 @@ TEST_CASE("vhost-user frontend: passt --vhost-user leases, exchanges UDP through
   REQUIRE_FALSE(ec);
   vmm_device device;
   start_device(frontend, device);
-
-  const packet::mac_address guest_mac{{0x02, 0x00, 0x00, 0x00, 0x00, 0x01}};
-  auto receive_where = [&](const std::function<bool(std::span<const std::byte>)>& wanted) {
-    for (int frames = 0; frames < 100; ++frames) {
-      auto f = device.receive(10s);
-      if (!f) return std::vector<std::byte>{};
-      if (wanted(*f)) return *f;
-    }
-    return std::vector<std::byte>{};
-  };
-
-  // DHCP: passt offers the guest its address.
-  std::vector<std::byte> out(65535);
-  packet::dhcp_message discover;
-  discover.xid = 0x5eed;
-  discover.client_mac = guest_mac;
-  discover.message_type = packet::dhcp_message_type::discover;
-  device.send({out.data(), packet::build_dhcp_client_frame(out, discover)});
-  packet::dhcp_message offer;
-  packet::mac_address server_mac{};
-  const auto offer_frame = receive_where([&](std::span<const std::byte> f) {
-    std::error_code e;
-    const auto eth = packet::parse_ethernet(f, e);
-    if (e || eth.ether_type != packet::ethertype_ipv4) return false;
-    const auto ip = packet::parse_ipv4(eth.payload, e);
-    if (e || ip.protocol != packet::ip_protocol_udp) return false;
-    const auto udp = packet::parse_udp(ip, e);
-    if (e || udp.destination_port != packet::dhcp_client_port) return false;
-    offer = packet::parse_dhcp(udp.payload, e);
-    server_mac = eth.source;
-    return !e && offer.xid == 0x5eed;
-  });
-  REQUIRE_FALSE(offer_frame.empty());
-  CHECK(offer.yiaddr.to_string() == "192.0.2.10");
-  REQUIRE_FALSE(offer.routers.empty());
-
-  asio::ip::udp::socket echo(io, asio::ip::udp::endpoint(asio::ip::make_address_v4("127.0.0.1"), 0));
-  const std::uint16_t echo_port = echo.local_endpoint().port();
-  std::thread echo_server([&] {
-    std::vector<std::byte> datagram(65536);
-    asio::ip::udp::endpoint peer;
-    for (int i = 0; i < 2; ++i) {
-      std::error_code e;
-      const std::size_t n = echo.receive_from(asio::buffer(datagram), peer, 0, e);
-      if (e) return;
-      echo.send_to(asio::buffer(datagram.data(), n), peer, 0, e);
-    }
-  });
-  auto udp_round = [&](std::size_t size) {
-    std::vector<std::byte> payload(size);
-    for (std::size_t i = 0; i < size; ++i) payload[i] = std::byte(std::uint8_t(i * 13 + size));
-    const packet::frame_addresses addresses{guest_mac, server_mac, offer.yiaddr, offer.routers.front()};
-    device.send({out.data(), packet::build_udp_frame(out, addresses, 40000, echo_port, payload)});
-    std::vector<std::byte> echoed;
-    receive_where([&](std::span<const std::byte> f) {
-      std::error_code e;
-      const auto eth = packet::parse_ethernet(f, e);
-      if (e || eth.ether_type != packet::ethertype_ipv4) return false;
-      const auto ip = packet::parse_ipv4(eth.payload, e);
-      if (e || ip.protocol != packet::ip_protocol_udp) return false;
-      const auto udp = packet::parse_udp(ip, e);
-      if (e || udp.destination_port != 40000) return false;
-      echoed.assign(udp.payload.begin(), udp.payload.end());
-      return true;
-    });
-    CHECK(echoed == payload);
-  };
-  udp_round(30000);
+  vmm_guest guest{device};
+  guest.lease();
+  udp_echo_server server(2);
+  guest.echo(server.port(), 30000);
   const std::uint16_t sent_before_stop = device.next_available[1];
   stop_device(frontend, device);
   CHECK(device.resume_at[1] == sent_before_stop); // passt took every frame sent
 
   start_device(frontend, device);
-  udp_round(1400);
-  echo_server.join();
+  guest.echo(server.port(), 1400);
   stop_device(frontend, device);
   CHECK(device.resume_at[1] == sent_before_stop + 1);
   std::error_code ignored;
   std::filesystem::remove(log, ignored);
+}
+
+TEST_CASE("vhost-user device session: a lifecycle restarts a SIGKILLed passt behind a VMM's own rings, which carry traffic again") {
+  const char* passt_path = vhost_passt_or_skip();
+  if (!passt_path) return;
+  using device_lifecycle = netpasst::basic_lifecycle<netpasst::vhost_user_device_session, netpasst::foreground_launcher>;
+  asio::io_context io;
+  vmm_device device;
+  int described = 0;
+  netpasst::options opts;
+  opts.path = passt_path;
+  netpasst::lifecycle_config config;
+  config.restart.initial_backoff = 50ms;
+  config.restart.min_uptime = 0ms;
+  device_lifecycle life(netpasst::foreground_launcher(io), opts, config, netpasst::argv_builder{}, io.get_executor(),
+                        [&](const netpasst::vhost_user_negotiation&) {
+                          ++described;
+                          // A new passt knows nothing of the rings: resume where they stand.
+                          for (int q = 0; q < 2; ++q) device.resume_at[q] = device.used_index(q);
+                          return device.setup();
+                        });
+  std::vector<netpasst::lifecycle_event> events;
+  life.subscribe([&](const netpasst::lifecycle_event& e) { events.push_back(e); });
+  auto ups = [&] {
+    return std::count_if(events.begin(), events.end(),
+                         [](const auto& e) { return e.kind == netpasst::lifecycle_event_kind::link_up; });
+  };
+  std::optional<std::error_code> started;
+  life.async_start([&](std::error_code e) { started = e; });
+  REQUIRE(netpasst::test::run_until(io, [&] { return started.has_value(); }, 20s));
+  INFO(life.status() << " / " << life.next_layer().failure_message());
+  REQUIRE_FALSE(*started);
+  udp_echo_server server(2);
+  vmm_guest guest{device};
+  guest.lease();
+  guest.echo(server.port(), 20000);
+
+  const pid_t first = life.pid();
+  REQUIRE(first > 0);
+  REQUIRE(::kill(first, SIGKILL) == 0);
+  REQUIRE(netpasst::test::run_until(io, [&] { return ups() == 2; }, 20s));
+  CHECK(life.pid() != first);
+  CHECK(described == 2);
+  CHECK(events.back().generation == 2);
+  guest.echo(server.port(), 1400);
+  life.stop();
+  CHECK_FALSE(life.next_layer().attached());
 }

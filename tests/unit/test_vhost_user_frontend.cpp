@@ -2,6 +2,9 @@
 // messages a VMM's device setup becomes, the checks made before anything is
 // sent, stopping and resuming queues, and how failures are reported (the
 // same requests against DPDK's testpmd and passt: tests/e2e/test_vhost_user.cpp).
+#include <netpasst/lifecycle.hpp>
+#include <netpasst/session/vhost_user_device.hpp>
+#include <netpasst/testing/scripted_launcher.hpp>
 #include <netpasst/transport/vhost_user_frontend.hpp>
 
 #include "../common/scripted_vhost_backend.hpp"
@@ -17,7 +20,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <algorithm>
+#include <csignal>
 #include <cstring>
+#include <stdexcept>
 #include <functional>
 #include <optional>
 #include <string>
@@ -396,4 +402,89 @@ TEST_CASE("vhost-user frontend: asynchronous requests, and a closed wait that re
   case close_locally: CHECK(*closed == errc::transport_closed); break;
   }
   CHECK_FALSE(f.is_open());
+}
+
+TEST_CASE("vhost-user device session under a lifecycle: each passt gets the VMM's device as described then, and a stop detaches") {
+  using device_lifecycle =
+      netpasst::basic_lifecycle<netpasst::vhost_user_device_session, netpasst::testing::scripted_launcher>;
+  static_assert(netpasst::BackendSession<netpasst::vhost_user_device_session>);
+  static_assert(netpasst::Lifecycle<device_lifecycle>);
+  asio::io_context io;
+  netpasst::testing::scripted_launcher launcher(io);
+  netpasst::test::vhost_passts passts;
+  launcher.on_launch([&](netpasst::testing::scripted_launch l) { passts(std::move(l)); });
+  netpasst::lifecycle_config config;
+  config.restart.initial_backoff = 10ms;
+  config.restart.min_uptime = 0ms;
+  config.stop_grace = 50ms;
+  config.loss_settle = 20ms;
+  vmm_memory memory;
+  std::vector<std::uint64_t> offers;
+  std::uint16_t resume_at = 0;
+  bool refuse = false;
+  device_lifecycle life(
+      launcher, {}, config, netpasst::argv_builder{}, io.get_executor(),
+      [&](const netpasst::vhost_user_negotiation& n) {
+        offers.push_back(n.offered_features);
+        if (refuse) throw std::runtime_error("the guest has not set up its rings");
+        auto setup = memory.setup();
+        for (auto& q : setup.queues) q.next_available = resume_at;
+        return setup;
+      },
+      netpasst::vhost_user_frontend_config{.reply_timeout = 30s});
+  std::vector<netpasst::lifecycle_event> events;
+  life.subscribe([&](const netpasst::lifecycle_event& e) { events.push_back(e); });
+  auto ups = [&] {
+    return std::count_if(events.begin(), events.end(),
+                         [](const auto& e) { return e.kind == netpasst::lifecycle_event_kind::link_up; });
+  };
+  std::optional<std::error_code> started;
+  life.async_start([&](std::error_code ec) { started = ec; });
+  REQUIRE(netpasst::test::run_until(io, [&] { return started.has_value(); }));
+  REQUIRE_FALSE(*started);
+  auto& session = life.next_layer();
+  CHECK(session.attached());
+  REQUIRE(session.frontend());
+  CHECK(session.frontend()->running_queues() == std::vector<std::uint32_t>{0, 1});
+  CHECK(offers == std::vector<std::uint64_t>{passts.backends.front().features});
+  const auto& first = passts.backends.front().seen;
+  REQUIRE(first.size() == 18);
+  CHECK(first[5].request == 5);
+  CHECK(first[5].fds.size() == 2); // both of the VMM's regions
+
+  SECTION("passt dies: the next one is described anew and resumes where the used rings stand") {
+    resume_at = 77;
+    passts.processes.front()->exit(128 + SIGKILL);
+    ::shutdown(passts.ends.front().get(), SHUT_RDWR);
+    REQUIRE(netpasst::test::run_until(io, [&] { return ups() == 2; }));
+    CHECK(launcher.launches() == 2);
+    CHECK(events.back().generation == 2);
+    CHECK(offers.size() == 2);
+    CHECK(session.attached());
+    const auto& second = passts.backends.back().seen;
+    REQUIRE(second.size() == 18);
+    CHECK(payload_as<std::uint32_t>(second[7], 4) == 77); // SET_VRING_BASE of queue 0
+  }
+  SECTION("a describe that throws fails the attach, and the lifecycle tries another passt") {
+    refuse = true;
+    passts.processes.front()->exit(128 + SIGKILL);
+    ::shutdown(passts.ends.front().get(), SHUT_RDWR);
+    REQUIRE(netpasst::test::run_until(io, [&] { return launcher.launches() >= 2 && offers.size() >= 2; }));
+    CHECK(std::string(session.failure_message()) == "describing the device: the guest has not set up its rings");
+    refuse = false;
+    REQUIRE(netpasst::test::run_until(io, [&] { return ups() == 2; }));
+    CHECK(session.attached());
+  }
+  SECTION("a VMM's own stop of a queue goes through the attached frontend") {
+    passts.backends.front().vring_base = 31;
+    std::optional<std::pair<std::error_code, std::uint16_t>> stopped;
+    session.frontend()->async_stop_queue(1, [&](std::error_code e, std::uint16_t n) { stopped.emplace(e, n); });
+    REQUIRE(netpasst::test::run_until(io, [&] { return stopped.has_value(); }));
+    CHECK_FALSE(stopped->first);
+    CHECK(stopped->second == 31);
+    CHECK(life.link_up()); // a stopped queue is not a lost connection
+  }
+  life.stop();
+  CHECK_FALSE(session.attached());
+  CHECK(session.frontend() == nullptr);
 }

@@ -356,34 +356,11 @@ TEST_CASE("vhost-user async handshake: each failure names its step and cancellin
   peer.join();
 }
 
-namespace {
-/// Plays passt for a lifecycle: a scripted backend on each launch's fd 3.
-struct vhost_passts {
-  std::list<netpasst::unique_fd> ends;
-  std::list<scripted_backend> backends;
-  std::list<std::thread> threads;
-  std::vector<std::shared_ptr<netpasst::testing::scripted_exit>> processes;
-  std::size_t silent_from = SIZE_MAX; // launches from this index on never answer
-
-  void operator()(netpasst::testing::scripted_launch launch) {
-    processes.push_back(launch.process);
-    auto& backend = backends.emplace_back();
-    backend.silent = processes.size() > silent_from;
-    const int fd = ends.emplace_back(std::move(launch.passt_end)).get();
-    threads.emplace_back([&backend, fd] { backend.serve(fd); });
-  }
-  ~vhost_passts() {
-    for (auto& end : ends) ::shutdown(end.get(), SHUT_RDWR);
-    for (auto& thread : threads) thread.join();
-  }
-};
-} // namespace
-
 TEST_CASE("vhost-user session under a lifecycle: a dead passt is replaced with a new handshake and a stop ends a pending one") {
   using vhost_lifecycle = netpasst::basic_lifecycle<netpasst::vhost_user_session, netpasst::testing::scripted_launcher>;
   asio::io_context io;
   netpasst::testing::scripted_launcher launcher(io);
-  vhost_passts passts;
+  netpasst::test::vhost_passts passts;
   launcher.on_launch([&](netpasst::testing::scripted_launch l) { passts(std::move(l)); });
   netpasst::lifecycle_config config;
   config.restart.initial_backoff = 10ms;
