@@ -47,8 +47,8 @@ struct scripted_backend {
   /// A request whose REPLY_ACK status is 1 (refused); 0 for none.
   std::uint32_t refuse = 0;
   /// GET_VRING_BASE answers with this index (and the queue asked about, or
-  /// `vring_base_queue` when not -1).
-  std::uint32_t vring_base = 0;
+  /// `vring_base_queue` when not -1). A test may change it while serving.
+  std::atomic<std::uint32_t> vring_base{0};
   std::int64_t vring_base_queue = -1;
   /// The answer to this request (counted from 1) goes out in one write
   /// with 12 bytes more, unasked.
@@ -81,7 +81,7 @@ struct scripted_backend {
         const std::uint32_t header[3] = {m->request, 1u | 4u, 8};
         std::uint32_t queue = 0;
         if (m->request == 11 && m->payload.size() >= 4) std::memcpy(&queue, m->payload.data(), 4);
-        const std::uint64_t value = m->request == 11 ? queue | std::uint64_t(vring_base) << 32 : 0;
+        const std::uint64_t value = m->request == 11 ? queue | std::uint64_t(vring_base.load()) << 32 : 0;
         std::memcpy(out, header, 12);
         std::memcpy(out + 12, &value, 8);
         std::memcpy(out + 20, "unasked-junk", 12);
@@ -95,7 +95,7 @@ struct scripted_backend {
         std::uint32_t queue = 0;
         if (m->payload.size() >= 4) std::memcpy(&queue, m->payload.data(), 4);
         if (vring_base_queue >= 0) queue = std::uint32_t(vring_base_queue);
-        sent = reply_u64(fd, 11, queue | std::uint64_t(vring_base) << 32);
+        sent = reply_u64(fd, 11, queue | std::uint64_t(vring_base.load()) << 32);
       } else if (m->flags & 8u) sent = reply_u64(fd, m->request, m->request == refuse ? 1 : 0);
       if (!sent) return;
     }
