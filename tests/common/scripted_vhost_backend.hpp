@@ -3,6 +3,7 @@
 // tests of the frontend and of the transport built on it.
 #include "vhost_user_messages.hpp"
 
+#include <netpasst/lifecycle.hpp>
 #include <netpasst/testing/scripted_launcher.hpp>
 #include <netpasst/unique_fd.hpp>
 
@@ -120,6 +121,23 @@ struct vhost_passts {
   ~vhost_passts() {
     for (auto& end : ends) ::shutdown(end.get(), SHUT_RDWR);
     for (auto& thread : threads) thread.join();
+  }
+};
+
+/// A scripted launcher whose every launch is a scripted backend, and a
+/// lifecycle configuration that restarts at once. A lifecycle using them
+/// must be destroyed first.
+struct scripted_vhost_launches {
+  asio::io_context io;
+  netpasst::testing::scripted_launcher launcher{io};
+  vhost_passts passts;
+  netpasst::lifecycle_config config;
+  scripted_vhost_launches() {
+    launcher.on_launch([this](netpasst::testing::scripted_launch l) { passts(std::move(l)); });
+    config.restart.initial_backoff = std::chrono::milliseconds(10);
+    config.restart.min_uptime = std::chrono::milliseconds(0);
+    config.stop_grace = std::chrono::milliseconds(50);
+    config.loss_settle = std::chrono::milliseconds(20);
   }
 };
 

@@ -11,6 +11,7 @@
 
 #include "e2e_env.hpp"
 
+#include "../common/event_log.hpp"
 #include "../common/test_support.hpp"
 
 #include <catch2/catch.hpp>
@@ -37,6 +38,7 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -143,6 +145,29 @@ struct testpmd_backend {
     process.reset();
     std::error_code ignored;
     std::filesystem::remove_all(directory, ignored);
+  }
+};
+
+/// passt `--vhost-user` on one end of a socketpair (its fd 3), logging to
+/// a file removed afterwards; `ours` is the other end.
+struct vhost_passt {
+  std::filesystem::path log;
+  netpasst::unique_fd ours;
+  std::unique_ptr<child_process> process;
+  vhost_passt(const char* path, const char* name) {
+    log = std::filesystem::temp_directory_path() / (std::string(name) + "-" + std::to_string(::getpid()));
+    int pair[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);
+    ours.reset(pair[0]);
+    netpasst::unique_fd theirs(pair[1]);
+    process = std::make_unique<child_process>(std::vector<std::string>{path, "--vhost-user", "--fd", "3", "-f", "-q"},
+                                              log.string(), theirs.get());
+    REQUIRE(process->pid > 0);
+  }
+  ~vhost_passt() {
+    process.reset();
+    std::error_code ignored;
+    std::filesystem::remove(log, ignored);
   }
 };
 
@@ -255,16 +280,9 @@ TEST_CASE("vhost-user transport: a guest gets a lease from passt --vhost-user an
     WARN("not in the private test namespace: skipped");
     return;
   }
-  int pair[2];
-  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);
-  netpasst::unique_fd ours(pair[0]), theirs(pair[1]);
-  const auto log = std::filesystem::temp_directory_path() / ("netpasst-vhost-passt-" + std::to_string(::getpid()));
-  child_process passt({passt_path, "--vhost-user", "--fd", "3", "-f", "-q"}, log.string(), theirs.get());
-  theirs.reset();
-  REQUIRE(passt.pid > 0);
-
+  vhost_passt passt(passt_path, "netpasst-vhost-passt");
   asio::io_context io;
-  netpasst::vhost_user_transport transport(io, std::move(ours), {.guest_checksum_offload = guest_checksum_offload});
+  netpasst::vhost_user_transport transport(io, std::move(passt.ours), {.guest_checksum_offload = guest_checksum_offload});
   std::error_code ec;
   transport.handshake(ec);
   INFO(ec.message());
@@ -346,8 +364,6 @@ TEST_CASE("vhost-user transport: a guest gets a lease from passt --vhost-user an
     CHECK(netpasst::packet::detail::pseudo_checksum(ip.source, ip.destination, 6, ip.payload) == 0);
   }
   CHECK(transport.counters().frames_dropped_received == 0);
-  std::error_code ignored;
-  std::filesystem::remove(log, ignored);
 }
 
 namespace {
@@ -636,16 +652,9 @@ const char* vhost_passt_or_skip() {
 TEST_CASE("vhost-user frontend: passt --vhost-user leases, exchanges UDP through a VMM's own rings, and resumes after a stop") {
   const char* passt_path = vhost_passt_or_skip();
   if (!passt_path) return;
-  int pair[2];
-  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);
-  netpasst::unique_fd ours(pair[0]), theirs(pair[1]);
-  const auto log = std::filesystem::temp_directory_path() / ("netpasst-vmm-passt-" + std::to_string(::getpid()));
-  child_process passt({passt_path, "--vhost-user", "--fd", "3", "-f", "-q"}, log.string(), theirs.get());
-  theirs.reset();
-  REQUIRE(passt.pid > 0);
-
+  vhost_passt passt(passt_path, "netpasst-vmm-passt");
   asio::io_context io;
-  netpasst::vhost_user_frontend frontend(io, std::move(ours));
+  netpasst::vhost_user_frontend frontend(io, std::move(passt.ours));
   std::error_code ec;
   frontend.open(ec);
   INFO(frontend.failure_message());
@@ -664,8 +673,6 @@ TEST_CASE("vhost-user frontend: passt --vhost-user leases, exchanges UDP through
   guest.echo(server.port(), 1400);
   stop_device(frontend, device);
   CHECK(device.resume_at[1] == sent_before_stop + 1);
-  std::error_code ignored;
-  std::filesystem::remove(log, ignored);
 }
 
 TEST_CASE("vhost-user device session: a lifecycle restarts a SIGKILLed passt behind a VMM's own rings, which carry traffic again") {
@@ -687,12 +694,7 @@ TEST_CASE("vhost-user device session: a lifecycle restarts a SIGKILLed passt beh
                           for (int q = 0; q < 2; ++q) device.resume_at[q] = device.used_index(q);
                           return device.setup();
                         });
-  std::vector<netpasst::lifecycle_event> events;
-  life.subscribe([&](const netpasst::lifecycle_event& e) { events.push_back(e); });
-  auto ups = [&] {
-    return std::count_if(events.begin(), events.end(),
-                         [](const auto& e) { return e.kind == netpasst::lifecycle_event_kind::link_up; });
-  };
+  netpasst::test::event_log log(life);
   std::optional<std::error_code> started;
   life.async_start([&](std::error_code e) { started = e; });
   REQUIRE(netpasst::test::run_until(io, [&] { return started.has_value(); }, 20s));
@@ -706,10 +708,10 @@ TEST_CASE("vhost-user device session: a lifecycle restarts a SIGKILLed passt beh
   const pid_t first = life.pid();
   REQUIRE(first > 0);
   REQUIRE(::kill(first, SIGKILL) == 0);
-  REQUIRE(netpasst::test::run_until(io, [&] { return ups() == 2; }, 20s));
+  REQUIRE(netpasst::test::run_until(io, [&] { return log.link_ups() == 2; }, 20s));
   CHECK(life.pid() != first);
   CHECK(described == 2);
-  CHECK(events.back().generation == 2);
+  CHECK(log.events.back().generation == 2);
   guest.echo(server.port(), 1400);
   life.stop();
   CHECK_FALSE(life.next_layer().attached());

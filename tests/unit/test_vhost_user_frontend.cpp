@@ -7,6 +7,7 @@
 #include <netpasst/testing/scripted_launcher.hpp>
 #include <netpasst/transport/vhost_user_frontend.hpp>
 
+#include "../common/event_log.hpp"
 #include "../common/scripted_vhost_backend.hpp"
 #include "../common/test_support.hpp"
 
@@ -409,15 +410,8 @@ TEST_CASE("vhost-user device session under a lifecycle: each passt gets the VMM'
       netpasst::basic_lifecycle<netpasst::vhost_user_device_session, netpasst::testing::scripted_launcher>;
   static_assert(netpasst::BackendSession<netpasst::vhost_user_device_session>);
   static_assert(netpasst::Lifecycle<device_lifecycle>);
-  asio::io_context io;
-  netpasst::testing::scripted_launcher launcher(io);
-  netpasst::test::vhost_passts passts;
-  launcher.on_launch([&](netpasst::testing::scripted_launch l) { passts(std::move(l)); });
-  netpasst::lifecycle_config config;
-  config.restart.initial_backoff = 10ms;
-  config.restart.min_uptime = 0ms;
-  config.stop_grace = 50ms;
-  config.loss_settle = 20ms;
+  netpasst::test::scripted_vhost_launches bench;
+  auto& [io, launcher, passts, config] = bench;
   vmm_memory memory;
   std::vector<std::uint64_t> offers;
   std::uint16_t resume_at = 0;
@@ -432,12 +426,7 @@ TEST_CASE("vhost-user device session under a lifecycle: each passt gets the VMM'
         return setup;
       },
       netpasst::vhost_user_frontend_config{.reply_timeout = 30s});
-  std::vector<netpasst::lifecycle_event> events;
-  life.subscribe([&](const netpasst::lifecycle_event& e) { events.push_back(e); });
-  auto ups = [&] {
-    return std::count_if(events.begin(), events.end(),
-                         [](const auto& e) { return e.kind == netpasst::lifecycle_event_kind::link_up; });
-  };
+  netpasst::test::event_log log(life);
   std::optional<std::error_code> started;
   life.async_start([&](std::error_code ec) { started = ec; });
   REQUIRE(netpasst::test::run_until(io, [&] { return started.has_value(); }));
@@ -456,9 +445,9 @@ TEST_CASE("vhost-user device session under a lifecycle: each passt gets the VMM'
     resume_at = 77;
     passts.processes.front()->exit(128 + SIGKILL);
     ::shutdown(passts.ends.front().get(), SHUT_RDWR);
-    REQUIRE(netpasst::test::run_until(io, [&] { return ups() == 2; }));
+    REQUIRE(netpasst::test::run_until(io, [&] { return log.link_ups() == 2; }));
     CHECK(launcher.launches() == 2);
-    CHECK(events.back().generation == 2);
+    CHECK(log.events.back().generation == 2);
     CHECK(offers.size() == 2);
     CHECK(session.attached());
     const auto& second = passts.backends.back().seen;
@@ -472,7 +461,7 @@ TEST_CASE("vhost-user device session under a lifecycle: each passt gets the VMM'
     REQUIRE(netpasst::test::run_until(io, [&] { return launcher.launches() >= 2 && offers.size() >= 2; }));
     CHECK(std::string(session.failure_message()) == "describing the device: the guest has not set up its rings");
     refuse = false;
-    REQUIRE(netpasst::test::run_until(io, [&] { return ups() == 2; }));
+    REQUIRE(netpasst::test::run_until(io, [&] { return log.link_ups() == 2; }));
     CHECK(session.attached());
   }
   SECTION("a VMM's own stop of a queue goes through the attached frontend") {

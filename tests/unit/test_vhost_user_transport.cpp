@@ -8,6 +8,7 @@
 #include <netpasst/transport/vhost_user.hpp>
 
 #include "../common/test_support.hpp"
+#include "../common/event_log.hpp"
 #include "../common/scripted_vhost_backend.hpp"
 
 #include <catch2/catch.hpp>
@@ -358,19 +359,12 @@ TEST_CASE("vhost-user async handshake: each failure names its step and cancellin
 
 TEST_CASE("vhost-user session under a lifecycle: a dead passt is replaced with a new handshake and a stop ends a pending one") {
   using vhost_lifecycle = netpasst::basic_lifecycle<netpasst::vhost_user_session, netpasst::testing::scripted_launcher>;
-  asio::io_context io;
-  netpasst::testing::scripted_launcher launcher(io);
-  netpasst::test::vhost_passts passts;
-  launcher.on_launch([&](netpasst::testing::scripted_launch l) { passts(std::move(l)); });
-  netpasst::lifecycle_config config;
-  config.restart.initial_backoff = 10ms;
-  config.restart.min_uptime = 0ms;
-  config.stop_grace = 50ms;
-  config.loss_settle = 20ms;
+  netpasst::test::scripted_vhost_launches bench;
+  auto& [io, launcher, passts, config] = bench;
   vhost_lifecycle life(launcher, {}, config, netpasst::argv_builder{}, io.get_executor(),
                        netpasst::vhost_user_transport_config{.queue_size = 16, .reply_timeout = 30s});
-  std::vector<netpasst::lifecycle_event> events;
-  life.subscribe([&](const netpasst::lifecycle_event& e) { events.push_back(e); });
+  netpasst::test::event_log log(life);
+  const auto& events = log.events;
   std::optional<std::error_code> started;
 
   SECTION("passt dies: link down, a second passt and handshake, link up as generation 2") {
@@ -380,15 +374,10 @@ TEST_CASE("vhost-user session under a lifecycle: a dead passt is replaced with a
     CHECK(life.next_layer().attached());
     passts.processes.front()->exit(128 + SIGKILL);
     ::shutdown(passts.ends.front().get(), SHUT_RDWR);
-    auto ups = [&] {
-      return std::count_if(events.begin(), events.end(),
-                           [](const auto& e) { return e.kind == netpasst::lifecycle_event_kind::link_up; });
-    };
-    REQUIRE(netpasst::test::run_until(io, [&] { return ups() == 2; }));
+    REQUIRE(netpasst::test::run_until(io, [&] { return log.link_ups() == 2; }));
     CHECK(launcher.launches() == 2);
     CHECK(events.back().generation == 2);
-    CHECK(std::any_of(events.begin(), events.end(),
-                      [](const auto& e) { return e.kind == netpasst::lifecycle_event_kind::link_down; }));
+    CHECK(log.count(netpasst::lifecycle_event_kind::link_down) > 0);
     CHECK(life.next_layer().attached());
     CHECK(passts.backends.back().requests == 18); // the whole handshake again, on fresh memory
   }
