@@ -27,6 +27,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -608,28 +609,30 @@ struct vmm_guest {
 };
 
 /// A UDP echo server on the host's loopback, answering `count` datagrams
-/// on its own thread.
+/// on its own thread (which ends then, or once the server is destroyed).
 struct udp_echo_server {
   asio::io_context io;
   asio::ip::udp::socket socket{io, asio::ip::udp::endpoint(asio::ip::make_address_v4("127.0.0.1"), 0)};
+  std::atomic<bool> stopping{false};
   std::thread thread;
   explicit udp_echo_server(int count) {
+    const timeval patience{0, 100000};
+    ::setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &patience, sizeof patience);
     thread = std::thread([this, count] {
       std::vector<std::byte> datagram(65536);
       asio::ip::udp::endpoint peer;
-      for (int i = 0; i < count; ++i) {
+      for (int served = 0; served < count && !stopping;) {
         std::error_code e;
         const std::size_t n = socket.receive_from(asio::buffer(datagram), peer, 0, e);
-        if (e) return;
+        if (e) continue; // the receive timeout: look at `stopping` again
         socket.send_to(asio::buffer(datagram.data(), n), peer, 0, e);
+        ++served;
       }
     });
   }
   ~udp_echo_server() {
-    std::error_code ignored;
-    socket.shutdown(asio::socket_base::shutdown_both, ignored);
-    socket.close(ignored);
-    thread.join();
+    stopping = true;
+    thread.join(); // before the socket closes
   }
   std::uint16_t port() const { return socket.local_endpoint().port(); }
 };
