@@ -37,7 +37,7 @@
 namespace {
 
 namespace vhost = netpasst::detail::vhost;
-using u128 = unsigned __int128;
+__extension__ typedef unsigned __int128 u128; // 128-bit arithmetic cannot overflow here
 
 [[noreturn]] void violated(const char* what) {
   std::fprintf(stderr, "invariant violated: %s\n", what);
