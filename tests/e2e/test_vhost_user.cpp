@@ -38,6 +38,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -147,6 +149,25 @@ struct testpmd_backend {
     std::error_code ignored;
     std::filesystem::remove_all(directory, ignored);
   }
+
+  /// Connects once testpmd forwards. Its socket exists before its port
+  /// starts, and DPDK's vhost PMD can miss setting up its queues for a
+  /// device that attaches while the port starts (each side sees the other
+  /// not ready yet); the device is then never polled (seen under load in
+  /// CI: not one frame echoed in 20 s). So wait for the line testpmd prints
+  /// once forwarding starts.
+  netpasst::unique_fd connect(std::chrono::seconds patience) {
+    const auto deadline = std::chrono::steady_clock::now() + patience;
+    for (;;) {
+      std::ifstream output(directory / "testpmd.out");
+      const std::string text((std::istreambuf_iterator<char>(output)), std::istreambuf_iterator<char>());
+      if (text.find("start packet forwarding") != std::string::npos) break;
+      if (std::chrono::steady_clock::now() >= deadline) return {};
+      std::this_thread::sleep_for(50ms);
+    }
+    return connect_unix(socket_path, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         std::max<std::chrono::steady_clock::duration>(deadline - std::chrono::steady_clock::now(), 1s)));
+  }
 };
 
 /// passt `--vhost-user` on one end of a socketpair (its fd 3), logging to
@@ -202,7 +223,7 @@ TEST_CASE("vhost-user transport: frames of every size make the round trip throug
   INFO("guest_checksum_offload " << guest_checksum_offload);
   testpmd_backend backend;
   REQUIRE(backend.process->pid > 0);
-  netpasst::unique_fd socket = connect_unix(backend.socket_path, 20s);
+  netpasst::unique_fd socket = backend.connect(60s);
   REQUIRE(socket);
 
   asio::io_context io;
@@ -508,7 +529,7 @@ TEST_CASE("vhost-user frontend: testpmd moves frames through a VMM's own rings i
   }
   testpmd_backend backend;
   REQUIRE(backend.process->pid > 0);
-  netpasst::unique_fd socket = connect_unix(backend.socket_path, 20s);
+  netpasst::unique_fd socket = backend.connect(60s);
   REQUIRE(socket);
   asio::io_context io;
   netpasst::vhost_user_frontend frontend(io, std::move(socket));
