@@ -158,8 +158,10 @@ template <class Executor> class vhost_user_frontend_state;
 /// The frontend of the file comment.
 ///
 /// Errors, reported through `std::error_code`:
-/// - `errc::invalid_device_setup`: `async_start` refused the setup, or
-///   `async_stop_queue` a queue that is not running; nothing was sent.
+/// - `errc::invalid_device_setup`: the request was refused before anything
+///   was sent (a setup a backend would misread, a start before the open or
+///   while queues run, a second open, a stop of a queue that is not
+///   running); `failure_message()` says which. The frontend stays open.
 /// - `errc::protocol_error`: a malformed reply, a refusal under
 ///   `REPLY_ACK`, or a message the backend sent unasked.
 /// - `errc::connection_closed`: the backend closed the socket.
