@@ -240,9 +240,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         frontend.stop_queue(index, ec);
         after(!known);
         if (!known && ec != netpasst::errc::invalid_device_setup) violated("a stop of a queue not running was sent");
-        if (!ec && std::find(frontend.running_queues().begin(), frontend.running_queues().end(), index) !=
-                       frontend.running_queues().end())
-          violated("a stopped queue still runs");
+        const auto& still = frontend.running_queues();
+        if (!ec && std::find(still.begin(), still.end(), index) != still.end()) violated("a stopped queue still runs");
       }
     }
     frontend.close();

@@ -239,8 +239,9 @@ public:
   /// lies in no memory region", "SET_MEM_TABLE: the backend refused it");
   /// empty while none failed.
   std::string_view failure_message() const noexcept;
-  /// The queues started and not stopped since, by index.
-  std::vector<std::uint32_t> running_queues() const;
+  /// The queues started and not stopped since, by index (valid until the
+  /// next request ends).
+  const std::vector<std::uint32_t>& running_queues() const noexcept;
 
   /// The executor given at construction.
   executor_type get_executor() const noexcept;

@@ -148,7 +148,7 @@ public:
   const vhost_user_frontend_config& config() const noexcept { return config_; }
   const vhost_user_negotiation& negotiation() const noexcept { return negotiation_; }
   std::string_view failure_message() const noexcept { return failure_; }
-  std::vector<std::uint32_t> running_queues() const { return running_; }
+  const std::vector<std::uint32_t>& running_queues() const noexcept { return running_; }
   Executor executor() const noexcept { return const_cast<decltype(socket_)&>(socket_).get_executor(); }
   bool is_open() const noexcept { return !error_; }
   const std::error_code& error() const noexcept { return error_; }
@@ -707,7 +707,8 @@ template <class Executor> std::string_view basic_vhost_user_frontend<Executor>::
   return state_->failure_message();
 }
 
-template <class Executor> std::vector<std::uint32_t> basic_vhost_user_frontend<Executor>::running_queues() const {
+template <class Executor>
+const std::vector<std::uint32_t>& basic_vhost_user_frontend<Executor>::running_queues() const noexcept {
   return state_->running_queues();
 }
 
