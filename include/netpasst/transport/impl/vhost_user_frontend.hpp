@@ -564,12 +564,12 @@ private:
 template <class Executor, bool Stop>
 struct vhost_user_request_op {
   using state_type = vhost_user_frontend_state<Executor>;
-  vhost_user_request_op(std::shared_ptr<state_type> s, typename state_type::request k,
-                        std::optional<vhost_user_device_setup> d, std::uint32_t i)
+  vhost_user_request_op(std::shared_ptr<state_type> s, typename state_type::request k, vhost_user_device_setup d,
+                        std::uint32_t i)
       : state(std::move(s)), kind(k), setup(std::move(d)), index(i) {}
   std::shared_ptr<state_type> state;
   typename state_type::request kind;
-  std::optional<vhost_user_device_setup> setup;
+  vhost_user_device_setup setup; // for a start; empty otherwise
   std::uint32_t index = 0;
   std::error_code result;
   bool started = false, finished = false;
@@ -578,8 +578,8 @@ struct vhost_user_request_op {
     if (finished) return complete(self);
     if (!started) {
       self.reset_cancellation_state(asio::enable_total_cancellation());
-      result = state->begin(kind, setup ? &*setup : nullptr, index);
-      setup.reset();
+      result = state->begin(kind, &setup, index);
+      setup = {};
     } else {
       result = state->end_wait(ec);
     }
@@ -656,7 +656,7 @@ template <class Executor>
 template <asio::completion_token_for<void(std::error_code)> Token>
 auto basic_vhost_user_frontend<Executor>::async_open(Token&& token) {
   using op = detail::vhost_user_request_op<Executor, false>;
-  return asio::async_compose<Token, void(std::error_code)>(op(state_, op::state_type::request::open, std::nullopt, 0), token,
+  return asio::async_compose<Token, void(std::error_code)>(op(state_, op::state_type::request::open, {}, 0), token,
                                                            state_->socket());
 }
 
@@ -682,7 +682,7 @@ template <asio::completion_token_for<void(std::error_code, std::uint16_t)> Token
 auto basic_vhost_user_frontend<Executor>::async_stop_queue(std::uint32_t index, Token&& token) {
   using op = detail::vhost_user_request_op<Executor, true>;
   return asio::async_compose<Token, void(std::error_code, std::uint16_t)>(
-      op(state_, op::state_type::request::stop, std::nullopt, index), token, state_->socket());
+      op(state_, op::state_type::request::stop, {}, index), token, state_->socket());
 }
 
 template <class Executor>
