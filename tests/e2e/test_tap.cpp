@@ -461,7 +461,10 @@ TEST_CASE("netpasst_tap: bulk TCP both ways with the default settings; passt's s
   CHECK(seen.from_mac_frames + 2 >= frames_sent);
   CHECK(seen.from_mac_bytes <= bytes_sent);
   CHECK(seen.from_mac_bytes + (frames_sent - std::min(frames_sent, seen.from_mac_frames)) * 1514 >= bytes_sent);
-  CHECK(seen.other_frames >= exit["passt"]["frames_received"].get<std::uint64_t>());
+  // The other way, passt writes its capture of a batch only after the batch
+  // went out on the stream: a frame we received just as passt was stopped
+  // (an ACK or FIN, as above) can be missing from the capture.
+  CHECK(seen.other_frames + 2 >= exit["passt"]["frames_received"].get<std::uint64_t>());
 }
 
 TEST_CASE("netpasst_tap: passt SIGKILLed during a transfer is restarted; the namespace keeps its configuration",
