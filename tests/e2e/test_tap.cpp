@@ -83,6 +83,18 @@ std::string capture(const std::string& command) {
   return out;
 }
 
+/// Waits (up to 30 s) until a TCP socket listens on `port`, as `ss` run
+/// through `prefix` ("" or "ip netns exec NAME ") sees it: a probe connection
+/// would use up a one-off iperf3 server.
+bool wait_listening(int port, const std::string& prefix = "") {
+  const std::string command = prefix + "ss -Hltn 'sport = :" + std::to_string(port) + "'";
+  for (int i = 0; i < 3000; ++i) {
+    if (!capture(command).empty()) return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return false;
+}
+
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::ostringstream s;
@@ -418,7 +430,7 @@ TEST_CASE("netpasst_tap: bulk TCP both ways with the default settings; passt's s
 
   // guest -> host: an iperf3 client in the namespace, the server on the host's loopback.
   child host_server({"iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", "15201"});
-  std::this_thread::sleep_for(300ms);
+  REQUIRE(wait_listening(15201));
   const json to_host = json::parse(capture(tap.ns_exec("timeout 120 iperf3 -J -c 192.0.2.1 -p 15201 -n 128M")));
   INFO(to_host.dump());
   CHECK_FALSE(to_host.contains("error"));
@@ -427,7 +439,7 @@ TEST_CASE("netpasst_tap: bulk TCP both ways with the default settings; passt's s
 
   // host -> guest: the server in the namespace behind a forwarded port.
   child guest_server({"ip", "netns", "exec", netns, "iperf3", "-s", "-1", "-p", "15202"});
-  std::this_thread::sleep_for(300ms);
+  REQUIRE(wait_listening(15202, tap.ns_exec("")));
   const json to_guest = json::parse(capture("timeout 120 iperf3 -J -c 127.0.0.1 -p 15202 -n 128M"));
   INFO(to_guest.dump());
   CHECK_FALSE(to_guest.contains("error"));
