@@ -13,7 +13,8 @@
 //   held.
 // - `locate_transport_checksum` finds what an independent reading of the
 //   IPv4/IPv6 and TCP/UDP headers finds, and its pseudo-header sum is the one
-//   computed here from the addresses, protocol and length.
+//   computed here from the addresses, protocol and length; the segment it
+//   reports lies in the frame.
 #include <netpasst/detail/checksum.hpp>
 
 #include <algorithm>
@@ -84,7 +85,7 @@ std::optional<nd::transport_checksum_location> reference_locate(std::span<const 
   } else {
     return std::nullopt;
   }
-  return nd::transport_checksum_location{14 + header, protocol == 6 ? 16u : 6u, fold(sum + protocol + length)};
+  return nd::transport_checksum_location{14 + header, protocol == 6 ? 16u : 6u, fold(sum + protocol + length), length};
 }
 
 } // namespace
@@ -120,7 +121,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   require(found.has_value() == expected.has_value(), "locate_transport_checksum finds what the headers say");
   if (found)
     require(found->start == expected->start && found->offset == expected->offset &&
-                found->pseudo_header_sum == expected->pseudo_header_sum,
+                found->pseudo_header_sum == expected->pseudo_header_sum && found->length == expected->length &&
+                found->start + found->length <= frame.size(),
             "the checksum's location and pseudo-header sum");
   return 0;
 }

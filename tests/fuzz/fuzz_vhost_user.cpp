@@ -11,7 +11,9 @@
 // one, a malformed one, a message nobody asked for, or a hang-up), with
 // more bytes for feature bits and malformed fields. The rest is a script of
 // steps run once the handshake is over, whatever its outcome: the backend
-// writes used entries with any id and length, moves a used index anywhere,
+// writes used entries with any id and length (and the header and bytes of
+// the frame in the slot, which the transport may complete a checksum in),
+// moves a used index anywhere,
 // tries to truncate the shared memory, signals the transport's call
 // eventfds, writes to the control socket or hangs up; the frontend
 // receives, sends frames of any length, waits, cancels. Checked after each step: every frame handed out lies in the
@@ -230,10 +232,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const std::uint8_t op = in.byte();
     const int queue = op >> 7;
     switch (op & 7) {
-    case 0: // a used entry with any id and length
+    case 0: // a used entry with any id and length, its slot written first when op & 8
       if (memory) {
         const auto id = std::uint32_t(in.bytes(2));
         const auto length = std::uint32_t(in.bytes(4));
+        if ((op & 8) && id < queue_size) { // a net header (flags, csum_start, csum_offset...), then frame bytes
+          std::byte* slot = memory + layout.queue[queue].slots + std::size_t(id) * vhost::slot_size;
+          const std::size_t count = vhost::net_header_size + in.byte();
+          for (std::size_t i = 0; i < count; ++i) slot[i] = std::byte(in.byte());
+        }
         place_used(memory, layout.queue[queue], queue_size, id, length);
       }
       break;

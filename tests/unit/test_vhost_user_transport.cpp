@@ -2,6 +2,7 @@
 // backend on a socketpair (the frame paths are proven against real backends
 // in tests/e2e/test_vhost_user.cpp).
 #include <netpasst/concepts.hpp>
+#include <netpasst/guest/packet.hpp>
 #include <netpasst/lifecycle.hpp>
 #include <netpasst/session/vhost_user.hpp>
 #include <netpasst/testing/scripted_launcher.hpp>
@@ -16,6 +17,7 @@
 #include <asio/io_context.hpp>
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -71,7 +73,129 @@ handshake_result handshake_then_close(scripted_backend& backend, const netpasst:
   return result;
 }
 
+/// Ethernet + IPv4 + `protocol` (6 TCP, 17 UDP) with `payload` bytes, its
+/// transport checksum set to `checksum`, then `padding` bytes of 0xee.
+std::vector<std::byte> ipv4_frame(std::uint8_t protocol, std::size_t payload, std::uint16_t checksum,
+                                  std::size_t padding = 0) {
+  namespace packet = netpasst::packet;
+  const packet::frame_addresses a{{{2, 0, 0, 0, 0, 1}}, {{2, 0, 0, 0, 0, 2}},
+                                  asio::ip::make_address_v4("192.0.2.1"), asio::ip::make_address_v4("192.0.2.10")};
+  const std::size_t header = protocol == 6 ? 20 : 8, start = packet::ethernet_header_size + packet::ipv4_header_size;
+  std::vector<std::byte> f(start + header + payload + padding, std::byte{0xee});
+  packet::detail::write_ipv4_headers(f.data(), a, protocol, header + payload);
+  std::byte* segment = f.data() + start;
+  std::memset(segment, 0, header);
+  packet::detail::store16(segment, 8080);
+  packet::detail::store16(segment + 2, 40000);
+  if (protocol == 6) segment[12] = std::byte{0x50}, segment[13] = std::byte{0x18}; // 5 words; PSH, ACK
+  else packet::detail::store16(segment + 4, std::uint16_t(header + payload));
+  for (std::size_t i = 0; i < payload; ++i) segment[header + i] = std::byte(std::uint8_t(i * 13 + 7));
+  packet::detail::store16(segment + (protocol == 6 ? 16 : 6), checksum);
+  return f;
+}
+
+/// The checksum that frame's segment has when complete.
+std::uint16_t complete_checksum(std::uint8_t protocol, std::size_t payload) {
+  const std::vector<std::byte> f = ipv4_frame(protocol, payload, 0);
+  const auto ip = netpasst::packet::parse_ipv4(netpasst::packet::parse_ethernet(f).payload);
+  return netpasst::packet::detail::pseudo_checksum(ip.source, ip.destination, protocol, ip.payload);
+}
+
+/// Whether the frame's TCP or UDP checksum verifies over the segment its IP
+/// header bounds.
+bool checksum_verifies(std::span<const std::byte> f) {
+  const auto ip = netpasst::packet::parse_ipv4(netpasst::packet::parse_ethernet(f).payload);
+  return netpasst::packet::detail::pseudo_checksum(ip.source, ip.destination, ip.protocol, ip.payload) == 0;
+}
+
 } // namespace
+
+TEST_CASE("vhost-user transport: checksums the backend left unfinished are completed unless GUEST_CSUM is asked for") {
+  namespace vhost = netpasst::detail::vhost;
+  const bool offload = GENERATE(false, true);
+  INFO("guest_checksum_offload " << offload);
+  constexpr std::uint16_t queue_size = 16;
+  scripted_backend backend;
+  pair_fixture p;
+  std::thread peer([&] { backend.serve(p.theirs.get()); });
+  asio::io_context io;
+  netpasst::vhost_user_transport t(io, std::move(p.ours), {.queue_size = queue_size, .guest_checksum_offload = offload});
+  std::error_code ec;
+  t.handshake(ec);
+  ::shutdown(p.theirs.get(), SHUT_RD); // the backend's thread returns; the transport stays open
+  peer.join();
+  REQUIRE_FALSE(ec);
+  REQUIRE(backend.memory_fd >= 0);
+  const vhost::memory_layout layout(queue_size);
+  void* mapped = ::mmap(nullptr, layout.size, PROT_READ | PROT_WRITE, MAP_SHARED, backend.memory_fd, 0);
+  REQUIRE(mapped != MAP_FAILED);
+  auto* memory = static_cast<std::byte*>(mapped);
+
+  // Frames as backends send them, with the header's flags (1 NEEDS_CSUM,
+  // 2 DATA_VALID) and its csum_start and csum_offset.
+  struct sample {
+    const char* what;
+    std::vector<std::byte> frame;
+    std::uint8_t flags;
+    std::uint16_t checksum_start, checksum_offset;
+    bool completed; // without the offload
+  };
+  // The pseudo-header sum a NEEDS_CSUM frame holds in its field: the
+  // addresses 192.0.2.1 and 192.0.2.10, protocol 6, TCP length 20 + 1000.
+  std::uint32_t pseudo = 0xc000 + 0x0201 + 0xc000 + 0x020a + 6 + 1020;
+  while (pseudo >> 16) pseudo = (pseudo & 0xffff) + (pseudo >> 16);
+  const std::vector<sample> samples = {
+      {"TCP, DATA_VALID, checksum 0 (passt's vhost-user before GUEST_CSUM)", ipv4_frame(6, 1000, 0), 2, 0, 0, true},
+      {"TCP, DATA_VALID, checksum 0, Ethernet padding after it", ipv4_frame(6, 3, 0, 17), 2, 0, 0, true},
+      {"TCP, NEEDS_CSUM with the pseudo-header sum", ipv4_frame(6, 1000, std::uint16_t(pseudo)), 1, 34, 16, true},
+      {"TCP, DATA_VALID, complete already", ipv4_frame(6, 1000, complete_checksum(6, 1000)), 2, 0, 0, false},
+      {"UDP over IPv4, DATA_VALID, checksum 0 (none)", ipv4_frame(17, 100, 0), 2, 0, 0, false},
+      {"TCP, no flags, checksum 0 (left to the receiver)", ipv4_frame(6, 10, 0), 0, 0, 0, false},
+      {"NEEDS_CSUM with a field past the end", ipv4_frame(6, 10, 0), 1, 34, 200, false},
+  };
+  // The transport offered every receive descriptor in order: slot i is descriptor i.
+  const vhost::queue_layout& rx = layout.queue[0];
+  auto* used = reinterpret_cast<vhost::used_element*>(memory + rx.used + 4);
+  for (std::uint16_t i = 0; i < samples.size(); ++i) {
+    std::byte* slot = memory + rx.slots + i * vhost::slot_size;
+    std::byte header[vhost::net_header_size] = {};
+    header[0] = std::byte{samples[i].flags};
+    std::memcpy(header + 6, &samples[i].checksum_start, 2); // little-endian, as is every host this builds for
+    std::memcpy(header + 8, &samples[i].checksum_offset, 2);
+    std::memcpy(slot, header, sizeof header);
+    std::memcpy(slot + sizeof header, samples[i].frame.data(), samples[i].frame.size());
+    used[i] = {i, std::uint32_t(sizeof header + samples[i].frame.size())};
+  }
+  std::atomic_ref(*reinterpret_cast<std::uint16_t*>(memory + rx.used + 2))
+      .store(std::uint16_t(samples.size()), std::memory_order_release);
+
+  std::vector<std::vector<std::byte>> received;
+  t.async_receive([&](std::error_code e, netpasst::frame_batch batch) {
+    CHECK_FALSE(e);
+    for (netpasst::frame f : batch) received.emplace_back(f.begin(), f.end());
+  });
+  REQUIRE(netpasst::test::run_until(io, [&] { return !received.empty(); }, 5s));
+  REQUIRE(received.size() == samples.size());
+  std::uint64_t completed = 0;
+  for (std::size_t i = 0; i < samples.size(); ++i) {
+    INFO(samples[i].what);
+    const bool expect_completed = samples[i].completed && !offload;
+    completed += expect_completed;
+    CHECK(received[i].size() == samples[i].frame.size());
+    if (expect_completed) {
+      CHECK(checksum_verifies(received[i]));
+      // Nothing but the TCP checksum field (bytes 50 and 51) changed.
+      auto without_field = [](std::vector<std::byte> f) { return f[50] = f[51] = std::byte{0}, f; };
+      CHECK(without_field(received[i]) == without_field(samples[i].frame));
+    } else {
+      CHECK(received[i] == samples[i].frame);
+    }
+  }
+  CHECK(t.counters().checksums_completed == completed);
+  CHECK(t.counters().frames_received == samples.size());
+  ::munmap(mapped, layout.size);
+}
+
 
 TEST_CASE("vhost-user handshake: the messages a frontend owes in order with memory and eventfds") {
   pair_fixture p;

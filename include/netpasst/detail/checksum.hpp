@@ -99,12 +99,14 @@ inline bool complete_partial_checksum(std::span<std::byte> data, std::size_t sta
 
 /// Where the TCP or UDP checksum of an Ethernet frame lies, as a virtio-net
 /// header gives it (`start`: first byte of the TCP/UDP header, `offset`: the
-/// field within it), and the pseudo-header sum that field holds while the
-/// checksum is partial.
+/// field within it), the pseudo-header sum that field holds while the
+/// checksum is partial, and the segment's length as the IP header states it
+/// (the frame may end later, in Ethernet padding).
 struct transport_checksum_location {
   std::size_t start = 0;
   std::size_t offset = 0;
   std::uint16_t pseudo_header_sum = 0;
+  std::size_t length = 0;
 };
 
 /// Finds the TCP or UDP checksum of `frame`: IPv4 that is not a fragment,
@@ -153,7 +155,7 @@ inline std::optional<transport_checksum_location> locate_transport_checksum(std:
     std::memcpy(field, frame.data() + start + offset, 2);
     if (load_be16(field) == 0) return std::nullopt;
   }
-  return transport_checksum_location{start, offset, fold_checksum(sum + protocol + length)};
+  return transport_checksum_location{start, offset, fold_checksum(sum + protocol + length), length};
 }
 
 } // namespace netpasst::detail

@@ -24,7 +24,14 @@
 ///   only `REPLY_ACK`; no mergeable receive buffers and no segmentation
 ///   offload, so frames are plain Ethernet both ways, with complete
 ///   checksums unless `guest_checksum_offload` asks for
-///   `VIRTIO_NET_F_GUEST_CSUM` (see there). The handshake is the frontend's
+///   `VIRTIO_NET_F_GUEST_CSUM` (see there). Complete even from a backend
+///   that leaves them unfinished without that feature: passt's vhost-user
+///   builds from before they offered it (late 2024 to mid 2026, the passt
+///   of Debian 13 among them) send TCP with a checksum of 0 and mark the
+///   frame `DATA_VALID` in its header. The transport computes such a
+///   checksum, and completes any marked partial (`NEEDS_CSUM`), before it
+///   hands the frame out (`checksums_completed` counts them); with
+///   `guest_checksum_offload` it leaves them. The handshake is the frontend's
 ///   `open` then `start`, so its messages, acknowledgements and failure
 ///   reports are the frontend's.
 ///
@@ -98,7 +105,9 @@ struct vhost_user_transport_config {
   /// valid or partial in a header the transport does not pass on. Only for
   /// a receiver that does not verify them, such as `tap_transport` with
   /// `trust_checksums`, which rewrites the field for the kernel; a receiver
-  /// that verifies drops such frames. Frames sent are unaffected.
+  /// that verifies drops such frames. It also stops the transport from
+  /// completing checksums a backend left unfinished without the feature
+  /// (see the file comment). Frames sent are unaffected.
   /// `vhost_user_negotiation::guest_checksum_offload()` tells whether it
   /// was agreed.
   bool guest_checksum_offload = false;
@@ -118,6 +127,9 @@ struct vhost_user_counters : transport_counters {
   std::uint64_t kicks_suppressed = 0;
   /// Batches handed out by receives.
   std::uint64_t batches = 0;
+  /// Received frames whose TCP or UDP checksum the transport completed
+  /// because the backend left it unfinished (see the file comment).
+  std::uint64_t checksums_completed = 0;
 };
 
 namespace detail {

@@ -3,6 +3,8 @@
 
 #include <netpasst/transport/vhost_user.hpp>
 
+#include <netpasst/detail/checksum.hpp>
+
 #include <asio/cancellation_type.hpp>
 #include <asio/compose.hpp>
 #include <asio/error.hpp>
@@ -36,8 +38,11 @@ inline constexpr std::uint16_t used_no_notify = 1;     // VRING_USED_F_NO_NOTIFY
 struct used_element {
   std::uint32_t id, length;
 };
-/// The 12-byte header every frame carries on both queues (VERSION_1).
+/// The 12-byte header every frame carries on both queues (VERSION_1):
+/// flags, gso_type, hdr_len, gso_size, csum_start, csum_offset, num_buffers.
 inline constexpr std::size_t net_header_size = 12;
+inline constexpr unsigned net_header_needs_checksum = 1; // VIRTIO_NET_HDR_F_NEEDS_CSUM
+inline constexpr unsigned net_header_data_valid = 2;     // VIRTIO_NET_HDR_F_DATA_VALID
 /// A slot holds the header and the largest frame; 16-byte aligned.
 inline constexpr std::size_t slot_size = (net_header_size + max_frame_size + 15) & ~std::size_t{15};
 
@@ -270,6 +275,7 @@ public:
         continue;
       }
       const std::size_t size = e.length - vhost::net_header_size;
+      if (!config_.guest_checksum_offload) finish_checksum(q.slot(e.id), size);
       batch_[n++] = frame(q.slot(e.id) + vhost::net_header_size, size);
       bytes += size;
     }
@@ -278,6 +284,29 @@ public:
     counters_.bytes_received += bytes;
     ++counters_.batches;
     return n;
+  }
+
+  /// Gives the consumer a complete TCP or UDP checksum whatever the frame's
+  /// header says: a partial one (NEEDS_CSUM) is completed; a 0 in a frame
+  /// marked DATA_VALID is computed (passt builds from before they offered
+  /// GUEST_CSUM leave TCP checksums at 0 and mark the frame so).
+  void finish_checksum(std::byte* slot, std::size_t size) noexcept {
+    std::byte header[vhost::net_header_size];
+    std::memcpy(header, slot, sizeof header);
+    const std::span<std::byte> f(slot + vhost::net_header_size, size);
+    const unsigned flags = std::to_integer<unsigned>(header[0]);
+    bool completed = false;
+    if (flags & vhost::net_header_needs_checksum) {
+      const auto le16 = [&](std::size_t at) { return std::size_t(header[at]) | std::size_t(header[at + 1]) << 8; };
+      completed = complete_partial_checksum(f, le16(6), le16(8));
+    } else if (flags & vhost::net_header_data_valid) {
+      const auto location = locate_transport_checksum(f);
+      if (!location || load_be16(f.data() + location->start + location->offset) != 0) return;
+      store_be16(f.data() + location->start + location->offset, location->pseudo_header_sum);
+      completed = complete_partial_checksum(f.first(location->start + location->length), location->start,
+                                            location->offset);
+    }
+    if (completed) ++counters_.checksums_completed;
   }
 
   /// Takes back the transmit descriptors the backend is done with; true if
