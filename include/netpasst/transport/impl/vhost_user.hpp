@@ -102,10 +102,14 @@ struct split_queue {
   void offer(std::uint16_t id) noexcept { available_ring()[next_available++ % size] = id; }
   /// Makes every offered descriptor visible to the backend.
   void publish() noexcept { std::atomic_ref(available_index()).store(next_available, std::memory_order_release); }
-  /// After a publish: whether the backend wants a kick.
+  /// After a publish: whether the backend wants a kick. The index store
+  /// must not pass the flags load (the backend writes the flags, then reads
+  /// the index): a seq_cst read-modify-write of the index, which leaves it
+  /// as it is, then a seq_cst load. A full barrier like a fence, and one
+  /// that thread sanitizers model (they ignore fences).
   bool wants_kick() const noexcept {
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    return !(std::atomic_ref(used_flags()).load(std::memory_order_relaxed) & used_no_notify);
+    std::atomic_ref(available_index()).fetch_add(0, std::memory_order_seq_cst);
+    return !(std::atomic_ref(used_flags()).load(std::memory_order_seq_cst) & used_no_notify);
   }
 };
 
