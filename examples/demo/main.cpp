@@ -16,11 +16,11 @@
 namespace {
 using namespace netpasst_demo;
 
-template <class Launcher>
-int run_with(asio::io_context& io, netpasst::options opts, const demo_args& args) {
-  netpasst::lifecycle_config config;
-  using lifecycle_type = netpasst::basic_lifecycle<netpasst::stream_session, Launcher>;
-  lifecycle_type life(io, std::move(opts), config);
+int run_demo(asio::io_context& io, netpasst::options opts, const demo_args& args) {
+  // The launcher takes the mode as a value: one lifecycle type for both.
+  const auto mode = args.launcher == "daemon" ? netpasst::launch_mode::daemonize : netpasst::launch_mode::foreground;
+  netpasst::basic_lifecycle<netpasst::stream_session, netpasst::passt_launcher> life(
+      netpasst::passt_launcher(io, mode), std::move(opts));
   asio::ip::udp::socket echo_socket(io, asio::ip::udp::endpoint(asio::ip::make_address_v4("127.0.0.1"), 0));
   asio::co_spawn(io, echo(echo_socket), asio::detached);
   int exit_code = 1;
@@ -71,8 +71,7 @@ int main(int argc, char** argv) {
 
   try {
     asio::io_context io;
-    return args.launcher == "daemon" ? run_with<netpasst::daemon_launcher>(io, std::move(opts), args)
-                                     : run_with<netpasst::foreground_launcher>(io, std::move(opts), args);
+    return run_demo(io, std::move(opts), args);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "netpasst_demo: %s\n", e.what());
     return 1;

@@ -144,7 +144,9 @@ public:
   tap_vmm(asio::io_context& io, const tap_args& args, netpasst::options opts)
       : io_(io), args_(args), netns_(args.netns), resolv_(args.netns),
         tap_(io, netpasst::tap_device_options{args.tap, args.netns, -1, std::nullopt, false}, tap_config(args)),
-        life_(typename Lifecycle::launcher_type(io.get_executor()), std::move(opts), netpasst::lifecycle_config{},
+        life_(netpasst::passt_launcher(io, args.launcher == "daemon" ? netpasst::launch_mode::daemonize
+                                                                     : netpasst::launch_mode::foreground),
+              std::move(opts), netpasst::lifecycle_config{},
               netpasst::argv_builder{}, io.get_executor(), session_config(args, tap_.config())),
         port_(life_), bridge_(tap_, life_), signals_(io, SIGINT, SIGTERM, SIGUSR1), retry_(io) {
     print_line({{"event", "netns"},
@@ -373,10 +375,11 @@ private:
   int exit_code_ = 0;
 };
 
-template <class Session, class Launcher>
+template <class Session>
 int run_with(const tap_args& args, netpasst::options opts) {
   asio::io_context io;
-  using lifecycle_type = netpasst::basic_lifecycle<Session, Launcher>;
+  // The launcher takes daemon or foreground as a value: one lifecycle type per transport.
+  using lifecycle_type = netpasst::basic_lifecycle<Session, netpasst::passt_launcher>;
   tap_vmm<lifecycle_type> vmm(io, args, std::move(opts));
   return vmm.run();
 }
@@ -443,12 +446,8 @@ int main(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
 
   try {
-    const bool daemon = args.launcher == "daemon";
-    if (args.transport == "vhost-user")
-      return daemon ? run_with<netpasst::vhost_user_session, netpasst::daemon_launcher>(args, std::move(opts))
-                    : run_with<netpasst::vhost_user_session, netpasst::foreground_launcher>(args, std::move(opts));
-    return daemon ? run_with<netpasst::stream_session, netpasst::daemon_launcher>(args, std::move(opts))
-                  : run_with<netpasst::stream_session, netpasst::foreground_launcher>(args, std::move(opts));
+    if (args.transport == "vhost-user") return run_with<netpasst::vhost_user_session>(args, std::move(opts));
+    return run_with<netpasst::stream_session>(args, std::move(opts));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "netpasst_tap: %s\n", e.what());
     std::cout << json_line{{"event", "exit"}, {"error", e.what()}}.dump() << std::endl;

@@ -9,9 +9,10 @@
 /// 2. **DaemonLauncher** starts passt ("daemon" is passt, whether it forks
 ///    away or stays our child) with one end of a connected socket on fd 3 and
 ///    hands back a **PasstProcess**: the running passt held by pidfd, with our
-///    end of the socket and passt's captured stderr. Model: `passt_launcher`
-///    with a policy, `daemon_launcher` (passt daemonizes and writes a
-///    pidfile, QEMU's way) or `foreground_launcher` (passt stays our child).
+///    end of the socket and passt's captured stderr. Model:
+///    `basic_passt_launcher` with a policy, `daemon_launcher` (passt
+///    daemonizes and writes a pidfile, QEMU's way), `foreground_launcher`
+///    (passt stays our child), or `passt_launcher` (either, chosen at run time).
 ///    An embedder's own launcher can return `passt_process::adopt(...)` or a
 ///    process type of its own.
 /// 3. **FrameTransport** moves whole Ethernet frames. Sending never blocks: a

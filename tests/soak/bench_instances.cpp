@@ -57,11 +57,12 @@ struct settings {
 };
 
 /// One lifecycle, its passt and its guest.
-template <class Launcher> struct instance {
-  using lifecycle_type = netpasst::basic_lifecycle<netpasst::stream_session, Launcher>;
+struct instance {
+  using lifecycle_type = netpasst::basic_lifecycle<netpasst::stream_session, netpasst::passt_launcher>;
 
-  instance(asio::io_context& io, const netpasst::options& o, const netpasst::mini_guest_config& g, std::size_t index)
-      : index(index), life(io, o), guest(life, g) {}
+  instance(asio::io_context& io, netpasst::launch_mode mode, const netpasst::options& o,
+           const netpasst::mini_guest_config& g, std::size_t index)
+      : index(index), life(netpasst::passt_launcher(io, mode), o), guest(life, g) {}
 
   std::size_t index;
   lifecycle_type life;
@@ -99,10 +100,12 @@ struct batch_result {
   std::vector<std::string> traffic_failures;
 };
 
-template <class Launcher> class bench {
+class bench {
 public:
   bench(asio::io_context& io, const settings& s, std::uint16_t echo_port, bool icmp)
-      : io_(io), settings_(s), echo_port_(echo_port), icmp_(icmp) {
+      : io_(io), settings_(s),
+        mode_(s.launcher == "daemon" ? netpasst::launch_mode::daemonize : netpasst::launch_mode::foreground),
+        echo_port_(echo_port), icmp_(icmp) {
     options_.path = s.passt;
   }
 
@@ -114,7 +117,7 @@ public:
     const std::size_t first = instances_.size();
     const auto began = clock_type::now();
     for (std::size_t i = first; i < total; ++i) {
-      auto& in = *instances_.emplace_back(std::make_unique<instance_type>(io_, options_, guest_config(i), i));
+      auto& in = *instances_.emplace_back(std::make_unique<instance>(io_, mode_, options_, guest_config(i), i));
       in.life.subscribe([&in](const netpasst::lifecycle_event& e) {
         if (e.kind == netpasst::lifecycle_event_kind::link_up && !in.link_up_at) in.link_up_at = clock_type::now();
       });
@@ -172,7 +175,6 @@ public:
   }
 
 private:
-  using instance_type = instance<Launcher>;
 
   netpasst::mini_guest_config guest_config(std::size_t index) const {
     netpasst::mini_guest_config g;
@@ -183,10 +185,11 @@ private:
 
   asio::io_context& io_;
   const settings& settings_;
+  netpasst::launch_mode mode_;
   std::uint16_t echo_port_;
   bool icmp_;
   netpasst::options options_;
-  std::vector<std::unique_ptr<instance_type>> instances_;
+  std::vector<std::unique_ptr<instance>> instances_;
 };
 
 /// Raises RLIMIT_NOFILE's soft limit to the hard one; "soft A -> B (hard B)".
@@ -201,7 +204,7 @@ std::string raise_fd_limit() {
          std::to_string(limit.rlim_max) + ")" + (raised ? "" : ", not raised");
 }
 
-template <class Launcher> int run(const settings& s) {
+int run(const settings& s) {
   const std::string limit = raise_fd_limit();
   asio::io_context io;
   udp_echo echo(io);
@@ -222,7 +225,7 @@ template <class Launcher> int run(const settings& s) {
 
   std::vector<std::string> problems;
   std::string stopped_because;
-  bench<Launcher> b(io, s, echo.port(), icmp);
+  bench b(io, s, echo.port(), icmp);
   std::size_t up = 0;
   for (std::size_t target = s.count; up < s.max; target = std::min(s.max, target + s.count)) {
     const batch_result r = b.add_until(target);
@@ -306,5 +309,5 @@ int main(int argc, char** argv) {
   if (s.count == 0 || s.max < s.count) return usage("--count must be at least 1 and --max at least --count");
 
   enter_private_netns("bench_instances");
-  return s.launcher == "daemon" ? run<netpasst::daemon_launcher>(s) : run<netpasst::foreground_launcher>(s);
+  return run(s);
 }

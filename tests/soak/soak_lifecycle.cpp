@@ -98,13 +98,15 @@ netpasst::mini_guest_config soak_guest_config() {
 }
 
 /// One launcher's soak: the lifecycle, its guest, the traffic and the kills.
-template <class Launcher> class soak_run {
+class soak_run {
 public:
-  using lifecycle_type = netpasst::basic_lifecycle<netpasst::stream_session, Launcher>;
+  using lifecycle_type = netpasst::basic_lifecycle<netpasst::stream_session, netpasst::passt_launcher>;
 
-  soak_run(asio::io_context& io, const settings& s, std::uint16_t echo_port, bool icmp, launcher_report& report)
+  soak_run(asio::io_context& io, const settings& s, netpasst::launch_mode mode, std::uint16_t echo_port, bool icmp,
+           launcher_report& report)
       : io_(io), settings_(s), echo_port_(echo_port), icmp_(icmp), report_(report),
-        life_(io, passt_options(s), soak_lifecycle_config(s.interval)), guest_(life_, soak_guest_config()),
+        life_(netpasst::passt_launcher(io, mode), passt_options(s), soak_lifecycle_config(s.interval)),
+        guest_(life_, soak_guest_config()),
         link_changed_(io), pace_(io) {
     report_.link_up_ms.reserve(s.kills);
     report_.lease_ms.reserve(s.kills);
@@ -304,13 +306,13 @@ private:
        driver_done_ = false;
 };
 
-template <class Launcher>
-launcher_report soak(asio::io_context& io, const settings& s, const udp_echo& echo, bool icmp, const char* name) {
+launcher_report soak(asio::io_context& io, const settings& s, netpasst::launch_mode mode, const udp_echo& echo,
+                     bool icmp) {
   launcher_report report;
-  report.name = name;
+  report.name = mode == netpasst::launch_mode::daemonize ? "daemon" : "foreground";
   report.fds_before_start = settled_census(io).fds;
   {
-    soak_run<Launcher> run(io, s, echo.port(), icmp, report);
+    soak_run run(io, s, mode, echo.port(), icmp, report);
     run.run();
   }
   report.fds_after_destroy = settled_census(io).fds;
@@ -445,8 +447,8 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
 
   std::vector<launcher_report> reports;
-  if (s.launcher != "foreground") reports.push_back(soak<netpasst::daemon_launcher>(io, s, echo, icmp, "daemon"));
-  if (s.launcher != "daemon") reports.push_back(soak<netpasst::foreground_launcher>(io, s, echo, icmp, "foreground"));
+  if (s.launcher != "foreground") reports.push_back(soak(io, s, netpasst::launch_mode::daemonize, echo, icmp));
+  if (s.launcher != "daemon") reports.push_back(soak(io, s, netpasst::launch_mode::foreground, echo, icmp));
 
   bool passed = true;
   for (auto& r : reports) {

@@ -28,6 +28,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -51,6 +52,10 @@ static_assert(netpasst::DaemonLauncher<netpasst::daemon_launcher>);
 static_assert(netpasst::DaemonLauncher<netpasst::foreground_launcher>);
 static_assert(netpasst::DaemonLauncher<netpasst::basic_passt_launcher<netpasst::launch_policy::daemonize, asio::io_context::executor_type>>);
 static_assert(netpasst::DaemonLauncher<netpasst::basic_passt_launcher<netpasst::launch_policy::foreground, asio::io_context::executor_type>>);
+static_assert(netpasst::DaemonLauncher<netpasst::passt_launcher>);
+// The mode of a passt_launcher is never implied.
+static_assert(!std::is_constructible_v<netpasst::passt_launcher, asio::any_io_executor>);
+static_assert(!std::is_constructible_v<netpasst::daemon_launcher, asio::any_io_executor, netpasst::launch_mode>);
 
 namespace {
 
@@ -241,6 +246,27 @@ TEMPLATE_TEST_CASE("destroying a running process ends it and removes its directo
   }
   CHECK_FALSE(alive(pid));
   CHECK_FALSE(std::filesystem::exists(dir));
+}
+
+TEST_CASE("passt_launcher starts passt the way the mode given at construction says") {
+  env e;
+  const auto mode = GENERATE(netpasst::launch_mode::daemonize, netpasst::launch_mode::foreground);
+  const bool foreground = mode == netpasst::launch_mode::foreground;
+  CAPTURE(foreground);
+  netpasst::passt_launcher launcher(e.io, mode, e.config);
+  CHECK(launcher.mode() == mode);
+  CHECK(netpasst::passt_launcher(e.io.get_executor(), mode).mode() == mode);
+  std::error_code ec;
+  passt_process p = launcher.launch({fake().good}, ec);
+  REQUIRE_FALSE(ec);
+  const auto ours = children();
+  // The fake stays our child only when given --foreground; daemonized, its background child is passt.
+  CHECK((std::find(ours.begin(), ours.end(), p.pid()) != ours.end()) == foreground);
+  check_running_then_terminate(p);
+  if (foreground)
+    CHECK(p.exit_status() == 128 + SIGTERM);
+  else
+    CHECK(p.exit_status() == std::nullopt);
 }
 
 TEMPLATE_TEST_CASE("passt exiting with status 1 is passt_exited with its message", "", netpasst::daemon_launcher,

@@ -11,6 +11,10 @@
 ///   (clone3 CLONE_PIDFD) and always reaped by us, even where pid 1 never
 ///   reaps. It is ready when its pidfile names it (passt writes it once
 ///   initialised; a steady_timer polls for it, 1 ms doubling to 20 ms).
+/// - `launch_policy::either` (alias `passt_launcher`): one of the two, chosen
+///   per launcher at run time (`launch_mode`). A lifecycle is a template over
+///   its launcher, so a VMM that reads the choice from its configuration
+///   compiles one lifecycle instead of two.
 ///
 /// Steps of a launch:
 /// 1. Private directory `netpasst-<our pid>.<our start time>-XXXXXX` (mkdtemp,
@@ -76,7 +80,12 @@ struct daemonize {
 struct foreground {
   static constexpr bool stays_in_foreground = true;
 };
+/// Either of the above, given to the launcher's constructor as a `launch_mode`.
+struct either {};
 } // namespace launch_policy
+
+/// The two ways to start passt, as a value (see the file comment).
+enum class launch_mode { daemonize, foreground };
 
 namespace detail {
 template <class Executor>
@@ -98,22 +107,38 @@ public:
 
   /// A launcher whose completions and stderr draining run on `executor`.
   explicit basic_passt_launcher(const executor_type& executor, const launcher_config& config = {})
-      : executor_(executor), config_(config) {}
+    requires(!std::is_same_v<Policy, launch_policy::either>)
+      : executor_(executor), config_(config),
+        mode_(Policy::stays_in_foreground ? launch_mode::foreground : launch_mode::daemonize) {}
   /// As above, with the execution context's executor.
   template <class ExecutionContext>
-    requires std::is_convertible_v<ExecutionContext&, asio::execution_context&>
+    requires std::is_convertible_v<ExecutionContext&, asio::execution_context&> &&
+             (!std::is_same_v<Policy, launch_policy::either>)
   explicit basic_passt_launcher(ExecutionContext& context, const launcher_config& config = {})
       : basic_passt_launcher(executor_type(context.get_executor()), config) {}
 
+  /// `launch_policy::either`: a launcher that starts passt the way `mode` says.
+  basic_passt_launcher(const executor_type& executor, launch_mode mode, const launcher_config& config = {})
+    requires std::is_same_v<Policy, launch_policy::either>
+      : executor_(executor), config_(config), mode_(mode) {}
+  /// As above, with the execution context's executor.
+  template <class ExecutionContext>
+    requires std::is_convertible_v<ExecutionContext&, asio::execution_context&> &&
+             std::is_same_v<Policy, launch_policy::either>
+  basic_passt_launcher(ExecutionContext& context, launch_mode mode, const launcher_config& config = {})
+      : basic_passt_launcher(executor_type(context.get_executor()), mode, config) {}
+
   executor_type get_executor() const noexcept { return executor_; }
   const launcher_config& config() const noexcept { return config_; }
+  /// How this launcher starts passt.
+  launch_mode mode() const noexcept { return mode_; }
 
   /// Starts passt with `argv` (from an OptionsToArgv model: argv[0] is the
   /// binary, resolved on PATH when it has no '/'; no launcher arguments in
   /// it) and blocks until it is ready or failed. The waits run on a private
   /// io_context; afterwards passt's stderr is drained on `get_executor()`.
   passt_process launch(const std::vector<std::string>& argv, std::error_code& ec) {
-    return detail::launch(executor_, argv, config_, Policy::stays_in_foreground, ec);
+    return detail::launch(executor_, argv, config_, mode_ == launch_mode::foreground, ec);
   }
   /// Throwing form of `launch`. @throws launch_error
   passt_process launch(const std::vector<std::string>& argv) {
@@ -134,18 +159,22 @@ public:
                 asio::default_completion_token_t<executor_type>>
   auto async_launch(const std::vector<std::string>& argv,
                     Token&& token = asio::default_completion_token_t<executor_type>{}) {
-    return detail::async_launch(executor_, argv, config_, Policy::stays_in_foreground, std::forward<Token>(token));
+    return detail::async_launch(executor_, argv, config_, mode_ == launch_mode::foreground,
+                                std::forward<Token>(token));
   }
 
 private:
   executor_type executor_;
   launcher_config config_;
+  launch_mode mode_;
 };
 
 /// QEMU's way: passt daemonizes.
 using daemon_launcher = basic_passt_launcher<launch_policy::daemonize>;
 /// passt stays our child.
 using foreground_launcher = basic_passt_launcher<launch_policy::foreground>;
+/// Daemonized or our child, as chosen at construction.
+using passt_launcher = basic_passt_launcher<launch_policy::either>;
 
 } // namespace netpasst
 
