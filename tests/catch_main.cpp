@@ -1,2 +1,4 @@
-#define CATCH_CONFIG_MAIN
-#include <catch2/catch.hpp>
+// Main of every unit test program.
+#include "catch_impl.hpp"
+
+int main(int argc, char* argv[]) { return netpasst::test::run_catch(argc, argv); }

@@ -5,14 +5,7 @@
 //   192.0.2.1 and 2001:db8::1 (192.0.2.1/32 on np0peer answers pings); lo up; ping sockets allowed for every group.
 // Not as root (or with NETPASST_E2E_NETNS=0) the tests run in the host's
 // namespace and checks that need the template addresses are skipped.
-#define CATCH_CONFIG_RUNNER
-// GCC 12 under ASan (-O1) reports -Wmaybe-uninitialized inside the std::regex
-// that Catch's runner instantiates here: a false positive in library code.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <catch2/catch.hpp>
-
+#include "../catch_impl.hpp"
 #include "e2e_env.hpp"
 
 #include <sched.h>
@@ -21,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <string_view>
 
 namespace netpasst::e2e {
 bool in_private_netns = false;
@@ -61,5 +55,5 @@ int main(int argc, char* argv[]) {
   netpasst::e2e::in_private_netns = enter_private_netns();
   if (!netpasst::e2e::in_private_netns)
     std::fprintf(stderr, "e2e: running in the host's network namespace\n");
-  return Catch::Session().run(argc, argv);
+  return netpasst::test::run_catch(argc, argv);
 }
