@@ -18,9 +18,8 @@ using namespace netpasst_demo;
 
 int run_demo(asio::io_context& io, netpasst::options opts, const demo_args& args) {
   // The launcher takes the mode as a value: one lifecycle type for both.
-  const auto mode = args.launcher == "daemon" ? netpasst::launch_mode::daemonize : netpasst::launch_mode::foreground;
   netpasst::basic_lifecycle<netpasst::stream_session, netpasst::passt_launcher> life(
-      netpasst::passt_launcher(io, mode), std::move(opts));
+      netpasst::passt_launcher(io, *netpasst::launch_mode_from_string(args.launcher)), std::move(opts));
   asio::ip::udp::socket echo_socket(io, asio::ip::udp::endpoint(asio::ip::make_address_v4("127.0.0.1"), 0));
   asio::co_spawn(io, echo(echo_socket), asio::detached);
   int exit_code = 1;
@@ -53,7 +52,7 @@ int main(int argc, char** argv) {
       return usage(("unknown argument " + std::string(a)).c_str());
     }
   }
-  if (args.launcher != "daemon" && args.launcher != "foreground") return usage("--launcher takes daemon or foreground");
+  if (!netpasst::launch_mode_from_string(args.launcher)) return usage("--launcher takes daemon or foreground");
 
   netpasst::options opts;
   if (!args.config.empty()) {

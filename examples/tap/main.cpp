@@ -144,9 +144,8 @@ public:
   tap_vmm(asio::io_context& io, const tap_args& args, netpasst::options opts)
       : io_(io), args_(args), netns_(args.netns), resolv_(args.netns),
         tap_(io, netpasst::tap_device_options{args.tap, args.netns, -1, std::nullopt, false}, tap_config(args)),
-        life_(netpasst::passt_launcher(io, args.launcher == "daemon" ? netpasst::launch_mode::daemonize
-                                                                     : netpasst::launch_mode::foreground),
-              std::move(opts), netpasst::lifecycle_config{},
+        life_(netpasst::passt_launcher(io, *netpasst::launch_mode_from_string(args.launcher)), std::move(opts),
+              netpasst::lifecycle_config{},
               netpasst::argv_builder{}, io.get_executor(), session_config(args, tap_.config())),
         port_(life_), bridge_(tap_, life_), signals_(io, SIGINT, SIGTERM, SIGUSR1), retry_(io) {
     print_line({{"event", "netns"},
@@ -424,7 +423,7 @@ int main(int argc, char** argv) {
   if (args.netns.empty()) return usage("--netns NAME is required");
   if (args.netns.find('/') != std::string::npos || args.netns == "." || args.netns == "..")
     return usage("--netns takes a name (as for ip netns), not a path: " + args.netns);
-  if (args.launcher != "daemon" && args.launcher != "foreground") return usage("--launcher takes daemon or foreground");
+  if (!netpasst::launch_mode_from_string(args.launcher)) return usage("--launcher takes daemon or foreground");
   if (args.transport != "stream" && args.transport != "vhost-user")
     return usage("--transport takes stream or vhost-user");
   if (args.tap.empty() || args.tap.size() > 15) return usage("--tap takes an interface name of 1 to 15 bytes");

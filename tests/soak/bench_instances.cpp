@@ -74,7 +74,7 @@ struct instance {
 
 /// A lease, a UDP echo through the gateway to our echo on the host's
 /// loopback, and an ICMP echo to the gateway.
-template <class Instance> asio::awaitable<void> exchange_traffic(Instance& in, std::uint16_t echo_port, bool icmp) {
+asio::awaitable<void> exchange_traffic(instance& in, std::uint16_t echo_port, bool icmp) {
   auto [dhcp_error, lease] = co_await in.guest.async_dhcp(use_tuple);
   if (dhcp_error) {
     in.traffic_error = "DHCP: " + dhcp_error.message();
@@ -104,7 +104,7 @@ class bench {
 public:
   bench(asio::io_context& io, const settings& s, std::uint16_t echo_port, bool icmp)
       : io_(io), settings_(s),
-        mode_(s.launcher == "daemon" ? netpasst::launch_mode::daemonize : netpasst::launch_mode::foreground),
+        mode_(*netpasst::launch_mode_from_string(s.launcher)),
         echo_port_(echo_port), icmp_(icmp) {
     options_.path = s.passt;
   }
@@ -175,7 +175,6 @@ public:
   }
 
 private:
-
   netpasst::mini_guest_config guest_config(std::size_t index) const {
     netpasst::mini_guest_config g;
     if (settings_.distinct_udp_ports) g.udp_source_port = std::uint16_t(20000 + index % 12000);
@@ -305,7 +304,7 @@ int main(int argc, char** argv) {
     if (a == "--udp-ports" && !s.distinct_udp_ports && std::string_view(value) != "random")
       return usage("--udp-ports takes distinct or random");
   }
-  if (s.launcher != "daemon" && s.launcher != "foreground") return usage("--launcher takes daemon or foreground");
+  if (!netpasst::launch_mode_from_string(s.launcher)) return usage("--launcher takes daemon or foreground");
   if (s.count == 0 || s.max < s.count) return usage("--count must be at least 1 and --max at least --count");
 
   enter_private_netns("bench_instances");

@@ -309,7 +309,7 @@ private:
 launcher_report soak(asio::io_context& io, const settings& s, netpasst::launch_mode mode, const udp_echo& echo,
                      bool icmp) {
   launcher_report report;
-  report.name = mode == netpasst::launch_mode::daemonize ? "daemon" : "foreground";
+  report.name = netpasst::to_string(mode);
   report.fds_before_start = settled_census(io).fds;
   {
     soak_run run(io, s, mode, echo.port(), icmp, report);

@@ -56,6 +56,12 @@ static_assert(netpasst::DaemonLauncher<netpasst::passt_launcher>);
 // The mode of a passt_launcher is never implied.
 static_assert(!std::is_constructible_v<netpasst::passt_launcher, asio::any_io_executor>);
 static_assert(!std::is_constructible_v<netpasst::daemon_launcher, asio::any_io_executor, netpasst::launch_mode>);
+static_assert(netpasst::to_string(netpasst::launch_mode::daemonize) == "daemon");
+static_assert(netpasst::to_string(netpasst::launch_mode::foreground) == "foreground");
+static_assert(netpasst::launch_mode_from_string("daemon") == netpasst::launch_mode::daemonize);
+static_assert(netpasst::launch_mode_from_string("foreground") == netpasst::launch_mode::foreground);
+static_assert(!netpasst::launch_mode_from_string("daemonize") && !netpasst::launch_mode_from_string("")
+              && !netpasst::launch_mode_from_string("Daemon"));
 
 namespace {
 

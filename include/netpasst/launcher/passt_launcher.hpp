@@ -63,7 +63,9 @@
 #include <asio/async_result.hpp>
 #include <asio/execution_context.hpp>
 
+#include <optional>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <type_traits>
 #include <vector>
@@ -86,6 +88,17 @@ struct either {};
 
 /// The two ways to start passt, as a value (see the file comment).
 enum class launch_mode { daemonize, foreground };
+
+/// "daemon" or "foreground": how a configuration or command line names a mode.
+constexpr std::string_view to_string(launch_mode mode) noexcept {
+  return mode == launch_mode::daemonize ? "daemon" : "foreground";
+}
+/// The mode that `to_string` names `name`, or nothing.
+constexpr std::optional<launch_mode> launch_mode_from_string(std::string_view name) noexcept {
+  for (const auto mode : {launch_mode::daemonize, launch_mode::foreground})
+    if (to_string(mode) == name) return mode;
+  return std::nullopt;
+}
 
 namespace detail {
 template <class Executor>
