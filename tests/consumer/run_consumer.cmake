@@ -1,5 +1,6 @@
 # Builds and runs tests/consumer/project against netpasst. Arguments (-D):
-#   MODE=install|subdirectory, NETPASST_SOURCE, NETPASST_BINARY, WORK
+#   MODE=install|subdirectory, CXX (the consumer's compiler), PASST (the passt
+#   the consumer starts), NETPASST_SOURCE, NETPASST_BINARY, WORK
 file(REMOVE_RECURSE ${WORK})
 file(MAKE_DIRECTORY ${WORK})
 
@@ -10,7 +11,7 @@ function(step)
   endif()
 endfunction()
 
-set(generator -G Ninja)
+set(generator -G Ninja -DCMAKE_CXX_COMPILER=${CXX})
 if(MODE STREQUAL "install")
   step(${CMAKE_COMMAND} --install ${NETPASST_BINARY} --prefix ${WORK}/prefix)
   step(${CMAKE_COMMAND} -S ${NETPASST_SOURCE}/tests/consumer/project -B ${WORK}/build ${generator}
@@ -22,5 +23,5 @@ else()
   message(FATAL_ERROR "MODE must be install or subdirectory")
 endif()
 step(${CMAKE_COMMAND} --build ${WORK}/build)
-step(${WORK}/build/consumer)
-message(STATUS "consumer (${MODE}) built and ran")
+step(${CMAKE_COMMAND} -E env PASST=${PASST} ${WORK}/build/consumer)
+message(STATUS "consumer (${MODE}, ${CXX}) built and ran")

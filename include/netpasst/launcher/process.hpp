@@ -160,7 +160,7 @@ public:
   /// `asio::error::operation_aborted`.
   template <asio::completion_token_for<void(std::error_code, int)> Token =
                 asio::default_completion_token_t<asio::any_io_executor>>
-  auto async_wait_exit(Token&& token = asio::default_completion_token_t<asio::any_io_executor>{});
+  auto async_wait_exit(Token&& token = Token{});
 
   /// As above, waiting on `executor` instead of the process's own.
   template <class Executor, asio::completion_token_for<void(std::error_code, int)> Token>
@@ -174,8 +174,7 @@ public:
   /// `async_wait_exit` (the SIGTERM already sent stays sent).
   template <asio::completion_token_for<void(std::error_code)> Token =
                 asio::default_completion_token_t<asio::any_io_executor>>
-  auto async_terminate(std::chrono::milliseconds grace,
-                       Token&& token = asio::default_completion_token_t<asio::any_io_executor>{});
+  auto async_terminate(std::chrono::milliseconds grace, Token&& token = Token{});
 
   /// As above, waiting on `executor` instead of the process's own.
   template <class Executor, asio::completion_token_for<void(std::error_code)> Token>
