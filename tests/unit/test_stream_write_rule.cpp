@@ -26,6 +26,8 @@ template <class... A> int getsockopt(A... a);
 #define NETPASST_STREAM_SYSCALL(name) seam::name
 #include <netpasst/transport/stream.hpp>
 
+#include "../common/byte_pattern.hpp"
+
 #include <asio/io_context.hpp>
 #include <catch2/catch.hpp>
 
@@ -298,10 +300,11 @@ std::vector<std::size_t> random_mix(std::size_t count, unsigned seed) {
   return sizes;
 }
 
-/// Frame `seq` of `size` bytes: the sequence number, then a pattern of seq.
+/// Frame `seq` of `size` bytes: the sequence number and its complement, then
+/// seq's pattern.
 void fill_frame(std::vector<std::byte>& buffer, std::size_t size, std::uint32_t seq) {
   buffer.resize(size);
-  for (std::size_t i = 0; i < size; ++i) buffer[i] = std::byte((i * 131 + seq * 7) >> 3);
+  netpasst::test::fill_pattern(buffer, seq);
   if (size >= 8) {
     std::memcpy(buffer.data(), &seq, 4);
     const std::uint32_t inverted = ~seq;
@@ -311,15 +314,11 @@ void fill_frame(std::vector<std::byte>& buffer, std::size_t size, std::uint32_t 
 
 bool frame_intact(std::span<const std::byte> f, std::size_t size, std::uint32_t seq) {
   if (f.size() != size) return false;
-  if (size >= 8) {
-    std::uint32_t s, inverted;
-    std::memcpy(&s, f.data(), 4);
-    std::memcpy(&inverted, f.data() + 4, 4);
-    if (s != seq || inverted != ~seq) return false;
-  }
-  for (std::size_t i = 8; i < size; ++i)
-    if (f[i] != std::byte((i * 131 + seq * 7) >> 3)) return false;
-  return true;
+  if (size < 8) return netpasst::test::matches_pattern(f, seq);
+  std::uint32_t s, inverted;
+  std::memcpy(&s, f.data(), 4);
+  std::memcpy(&inverted, f.data() + 4, 4);
+  return s == seq && inverted == ~seq && netpasst::test::matches_pattern(f, seq, 8);
 }
 
 /// Sends `sizes` through `t` with try_send / async_wait_writable, as fast as
