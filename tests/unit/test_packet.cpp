@@ -86,13 +86,13 @@ TEST_CASE("mac_address prints and compares") {
 TEST_CASE("Internet checksum known answers") {
   // RFC 1071 section 3 example: sum 0xddf2, checksum its complement.
   const bytes rfc1071 = make({0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7});
-  CHECK(internet_checksum(rfc1071) == 0x220d);
+  CHECK(netpasst::packet::internet_checksum(rfc1071) == 0x220d);
   // The classic IPv4 header example (checksum field zeroed): 0xb861.
   const bytes header = make({0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
                              0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7});
-  CHECK(internet_checksum(header) == 0xb861);
+  CHECK(netpasst::packet::internet_checksum(header) == 0xb861);
   // Odd length: the last byte is the high half of a word.
-  CHECK(internet_checksum(make({0x01})) == 0xfeff);
+  CHECK(netpasst::packet::internet_checksum(make({0x01})) == 0xfeff);
   // Pieces: every piece but the last of even length.
   CHECK(checksum_finish(checksum_add(std::span(rfc1071).subspan(4), checksum_add(std::span(rfc1071).first(4)))) ==
         0x220d);
@@ -208,7 +208,7 @@ TEST_CASE("IPv4 refusals") {
   bytes fragment = packet;                        // MF set, checksum fixed
   fragment[6] = std::byte{0x20};
   fragment[10] = fragment[11] = std::byte{0};
-  const std::uint16_t sum = internet_checksum(std::span(fragment).first(20));
+  const std::uint16_t sum = netpasst::packet::internet_checksum(std::span(fragment).first(20));
   fragment[10] = std::byte(sum >> 8), fragment[11] = std::byte(sum);
   parse_ipv4(fragment, ec);
   CHECK(ec == guest_errc::unsupported_packet);
@@ -279,7 +279,7 @@ TEST_CASE("ICMP echo: known checksum; round trip; refusals") {
   bytes unreachable(ip.payload.begin(), ip.payload.end()); // type 3, checksum fixed
   unreachable[0] = std::byte{3};
   unreachable[2] = unreachable[3] = std::byte{0};
-  const std::uint16_t sum = internet_checksum(unreachable);
+  const std::uint16_t sum = netpasst::packet::internet_checksum(unreachable);
   unreachable[2] = std::byte(sum >> 8), unreachable[3] = std::byte(sum);
   bad_ip.payload = unreachable;
   parse_icmp_echo(bad_ip, ec);
