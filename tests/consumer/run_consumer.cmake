@@ -17,8 +17,14 @@ if(MODE STREQUAL "install")
   step(${CMAKE_COMMAND} -S ${NETPASST_SOURCE}/tests/consumer/project -B ${WORK}/build ${generator}
        -DCMAKE_PREFIX_PATH=${WORK}/prefix)
 elseif(MODE STREQUAL "subdirectory")
+  # netpasst's examples too, warnings as errors: between them they use every
+  # model an embedder assembles (both sessions, the launcher, the tap
+  # transport, the bridge, the mini guest). Asio 1.22 turns on co_await for
+  # clang only with <experimental/coroutine>, which libstdc++ lacks: the
+  # demo's coroutines need ASIO_HAS_CO_AWAIT.
   step(${CMAKE_COMMAND} -S ${NETPASST_SOURCE}/tests/consumer/project -B ${WORK}/build ${generator}
-       -DNETPASST_SOURCE_DIR=${NETPASST_SOURCE})
+       -DNETPASST_SOURCE_DIR=${NETPASST_SOURCE} -DNETPASST_BUILD_EXAMPLES=ON
+       "-DCMAKE_CXX_FLAGS=-Werror -DASIO_HAS_CO_AWAIT=1")
 else()
   message(FATAL_ERROR "MODE must be install or subdirectory")
 endif()
