@@ -12,6 +12,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string_view>
+#include <system_error>
+#include <vector>
 
 int main() {
   std::vector<netpasst::diagnostic> problems;
