@@ -23,8 +23,11 @@
 // stream, waits), the retransmission timeouts the sender's namespace took
 // during the runs (TcpExt TCPTimeouts), how long the sender stalled (the
 // 0.1 s intervals in which it moved under 0.1 Gbit/s), the CPU seconds netpasst_tap and
-// passt (or pasta) spend per GB moved in each run, and the machine's load,
-// since 2-core machines shared with other work give noisy figures.
+// passt (or pasta) spend per GB moved in each run, how many of the machine's
+// cores were busy during each direction's runs (iperf3's start and end
+// included; well below the core count, that direction was not short of
+// CPU), and the machine's load, since 2-core machines shared with
+// other work give noisy figures.
 //
 // Runs as root, in a private network namespace (and mount namespace) shaped
 // like the e2e tests' host: template interface np0 192.0.2.10/24, gateway
@@ -284,6 +287,25 @@ long tcp_timeouts(const std::string& ns) {
   return -1;
 }
 
+/// The machine's CPU time so far, all cores together, in clock ticks: busy
+/// (user, nice, system, irq, softirq) and in all (those, idle, iowait and
+/// steal), from /proc/stat.
+struct machine_ticks {
+  double busy = 0, all = 0;
+};
+machine_ticks machine_cpu() {
+  std::ifstream in("/proc/stat");
+  std::string label;
+  in >> label;
+  machine_ticks t;
+  double value = 0;
+  for (int i = 0; i < 8 && in >> value; ++i) { // guest time is counted in user and nice already
+    t.all += value;
+    if (i != 3 && i != 4 && i != 7) t.busy += value;
+  }
+  return t;
+}
+
 /// User plus system CPU seconds `pid` has used so far (0 once it is gone).
 double cpu_seconds(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
@@ -474,7 +496,7 @@ int main(int argc, char** argv) {
   runs.push_back({"pasta guest->host", pasta_ns, "192.0.2.1", host_port, 0, pasta_pid});
   runs.push_back({"pasta host->guest", "", "192.0.2.10", pasta_port, 0, pasta_pid});
   runs.push_back({"pasta host(lo)->guest", "", "127.0.0.1", pasta_port, 0, pasta_pid});
-  std::map<std::string, double> vmm_cpu, passt_cpu, gigabytes;
+  std::map<std::string, double> vmm_cpu, passt_cpu, gigabytes, machine_busy, machine_all;
 
   const std::string load_before = loadavg();
   std::map<std::string, std::vector<double>> gbits;
@@ -492,6 +514,7 @@ int main(int argc, char** argv) {
     std::printf("round %d:", round);
     for (const auto& r : runs) {
       const double vmm_before = r.vmm ? cpu_seconds(r.vmm) : 0, passt_before = cpu_seconds(r.passt);
+      const machine_ticks machine_before = machine_cpu();
       const long timeouts_before = tcp_timeouts(r.client_ns);
       const measurement m = iperf(in_netns(r.client_ns), r.host, r.port, seconds);
       if (const long after = tcp_timeouts(r.client_ns); timeouts_before >= 0 && after >= 0)
@@ -501,6 +524,9 @@ int main(int argc, char** argv) {
       if (m.ok) {
         vmm_cpu[r.name] += r.vmm ? cpu_seconds(r.vmm) - vmm_before : 0;
         passt_cpu[r.name] += cpu_seconds(r.passt) - passt_before;
+        const machine_ticks machine_after = machine_cpu();
+        machine_busy[r.name] += machine_after.busy - machine_before.busy;
+        machine_all[r.name] += machine_after.all - machine_before.all;
         gigabytes[r.name] += m.gbits * seconds / 8;
       }
       std::printf("  %s %.2f", r.name.c_str(), m.ok ? m.gbits : -1.0);
@@ -527,10 +553,13 @@ int main(int argc, char** argv) {
                 timeouts[r.name], stalled[r.name], failed ? (" (" + std::to_string(failed) + " failed)").c_str() : "");
   }
   auto ratio = [](double a, double b) { return b > 0 ? a / b : 0.0; };
-  std::printf("\nCPU seconds per GB moved     netpasst_tap   passt (pasta for pasta's runs)\n");
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  std::printf("\nCPU seconds per GB moved     netpasst_tap   passt (pasta for pasta's runs)   machine busy (of %u "
+              "cores)\n",
+              cores);
   for (const auto& r : runs)
-    std::printf("  %-30s %10.3f %10.3f\n", r.name.c_str(), ratio(vmm_cpu[r.name], gigabytes[r.name]),
-                ratio(passt_cpu[r.name], gigabytes[r.name]));
+    std::printf("  %-30s %10.3f %10.3f %32.2f\n", r.name.c_str(), ratio(vmm_cpu[r.name], gigabytes[r.name]),
+                ratio(passt_cpu[r.name], gigabytes[r.name]), cores * ratio(machine_busy[r.name], machine_all[r.name]));
   auto med = [&](const std::string& name) { return median(gbits[name]); };
   std::printf("\nratios (targets: >= 1.00)\n");
   for (const auto& g : guests) {
@@ -546,7 +575,7 @@ int main(int argc, char** argv) {
   }
   for (std::size_t i = 0; i < guests.size(); ++i) print_counters(guests[i], last_counters(guests[i].out), drops[i]);
   std::printf("load average (1 min) before %s, after %s, on %u cores\n", load_before.c_str(), loadavg().c_str(),
-              std::thread::hardware_concurrency());
+              cores);
 
   host_server.stop(), pasta_server.stop();
   pasta_process.stop();
