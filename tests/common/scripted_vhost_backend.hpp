@@ -56,11 +56,15 @@ struct scripted_backend {
   std::size_t babble_after = SIZE_MAX;
   /// The descriptor SET_MEM_TABLE carried, kept open (-1 before).
   int memory_fd = -1;
+  /// The call eventfd SET_VRING_CALL carried for queue 0 (receive), kept
+  /// open (-1 before): writing to it signals the frontend.
+  std::atomic<int> receive_call_fd{-1};
 
   scripted_backend() = default;
   scripted_backend(const scripted_backend&) = delete;
   ~scripted_backend() {
     if (memory_fd >= 0) ::close(memory_fd);
+    if (receive_call_fd >= 0) ::close(receive_call_fd);
   }
   std::vector<vhost_user_message> seen;
   std::atomic<std::size_t> requests{0};
@@ -70,6 +74,9 @@ struct scripted_backend {
       auto m = read_vhost_user_message(fd);
       if (!m) return;
       if (m->request == 5 && memory_fd < 0 && !m->fds.empty()) memory_fd = std::exchange(m->fds.front(), -1);
+      if (m->request == 13 && receive_call_fd < 0 && !m->fds.empty() && !m->payload.empty() &&
+          (std::uint8_t(m->payload[0]) == 0))
+        receive_call_fd = std::exchange(m->fds.front(), -1);
       m->close_fds();
       seen.push_back(*m);
       ++requests;

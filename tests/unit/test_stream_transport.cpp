@@ -32,7 +32,9 @@ template <class... A> int getsockopt(A... a);
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/experimental/deferred.hpp>
 #include <asio/io_context.hpp>
+#include <asio/posix/stream_descriptor.hpp>
 #include <asio/steady_timer.hpp>
+#include <asio/strand.hpp>
 #include <asio/system_executor.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/use_future.hpp>
@@ -773,6 +775,47 @@ TEST_CASE("a cancellation slot ends a pending receive or writable wait with oper
     run_until(ctx, [&] { return again.has_value(); });
     CHECK_FALSE(*again);
   }
+}
+
+TEST_CASE("a cancellation that lands after a receive's wait completed, before the receive resumed, still ends it") {
+  // On a strand run by two threads: a strand handler lets a partial frame
+  // arrive, and while it still runs, the other thread completes the
+  // receive's wait and queues its continuation behind it on the strand; the
+  // handler then cancels, finding no wait to cancel. The receive resumes,
+  // finds nothing whole, and must not wait again, or it (and whoever
+  // cancelled) waits for more data that may never come.
+  const bool through_slot = GENERATE(false, true);
+  asio::io_context ctx;
+  const auto strand = asio::make_strand(ctx);
+  auto [ours, theirs] = socket_pair();
+  stream_transport t(strand, std::move(ours));
+  asio::cancellation_signal signal;
+  std::promise<std::error_code> result;
+  std::atomic<bool> sent_partial{false};
+  asio::post(strand, [&] {
+    t.async_receive(asio::bind_cancellation_slot(signal.slot(), [&](std::error_code ec, frame_batch) {
+      result.set_value(ec);
+    }));
+  });
+  auto work = asio::make_work_guard(ctx);
+  std::thread other([&] { ctx.run(); });
+  std::this_thread::sleep_for(50ms); // the receive is waiting
+  asio::post(strand, [&] {
+    const std::byte partial_header[2] = {};
+    sent_partial = ::send(theirs.get(), partial_header, sizeof partial_header, 0) == 2;
+    std::this_thread::sleep_for(200ms); // meanwhile the main thread's reactor completes the wait
+    if (through_slot) signal.emit(asio::cancellation_type::terminal);
+    else t.cancel();
+  });
+  std::thread second([&] { ctx.run(); });
+  auto outcome = result.get_future();
+  const bool ended = outcome.wait_for(3s) == std::future_status::ready;
+  if (!ended) asio::post(strand, [&] { t.close(); }); // let the threads finish
+  work.reset();
+  other.join(), second.join();
+  REQUIRE(sent_partial);
+  REQUIRE(ended);
+  CHECK(outcome.get() == asio::error::operation_aborted);
 }
 
 TEST_CASE("async_receive and async_wait_writable honour the handler's executor and allocator") {

@@ -15,6 +15,8 @@
 #include <catch2/catch.hpp>
 
 #include <asio/io_context.hpp>
+#include <asio/post.hpp>
+#include <asio/strand.hpp>
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -28,6 +30,7 @@
 #include <atomic>
 #include <cstring>
 #include <functional>
+#include <future>
 #include <list>
 #include <optional>
 #include <thread>
@@ -352,6 +355,51 @@ TEST_CASE("vhost-user transport: the backend hanging up ends a pending receive w
   const std::byte bytes[60]{};
   CHECK_FALSE(t.try_send(netpasst::frame(bytes), ec));
   CHECK(ec == netpasst::errc::connection_closed);
+}
+
+TEST_CASE("vhost-user transport: a cancellation that lands after a spurious signal woke the receive still ends it") {
+  // On a strand run by two threads: a strand handler signals the receive
+  // queue with nothing used (a spurious call), and while it still runs the
+  // other thread completes the receive's wait and queues its continuation
+  // behind it; the handler then cancels, finding no wait to cancel. The
+  // receive finds nothing and must not wait again.
+  const bool through_slot = GENERATE(false, true);
+  pair_fixture p;
+  scripted_backend backend;
+  std::thread peer([&] { backend.serve(p.theirs.get()); });
+  asio::io_context io;
+  const auto strand = asio::make_strand(io);
+  netpasst::vhost_user_transport t(strand, std::move(p.ours), {.queue_size = 16});
+  t.handshake();
+  REQUIRE(backend.receive_call_fd >= 0);
+  asio::cancellation_signal signal;
+  std::promise<std::error_code> result;
+  std::atomic<bool> signalled{false};
+  asio::post(strand, [&] {
+    t.async_receive(asio::bind_cancellation_slot(signal.slot(), [&](std::error_code ec, netpasst::frame_batch) {
+      result.set_value(ec);
+    }));
+  });
+  auto work = asio::make_work_guard(io);
+  std::thread first([&] { io.run(); });
+  std::this_thread::sleep_for(50ms); // the receive is waiting
+  asio::post(strand, [&] {
+    const std::uint64_t one = 1;
+    signalled = ::write(backend.receive_call_fd, &one, sizeof one) == sizeof one;
+    std::this_thread::sleep_for(200ms); // meanwhile the other thread completes the wait
+    if (through_slot) signal.emit(asio::cancellation_type::terminal);
+    else t.cancel();
+  });
+  std::thread second([&] { io.run(); });
+  auto outcome = result.get_future();
+  const bool ended = outcome.wait_for(3s) == std::future_status::ready;
+  asio::post(strand, [&] { t.close(); }); // the backend sees the end of its stream
+  work.reset();
+  first.join(), second.join();
+  peer.join();
+  REQUIRE(signalled);
+  REQUIRE(ended);
+  CHECK(outcome.get() == asio::error::operation_aborted);
 }
 
 TEST_CASE("vhost-user transport: frames outside 14..65535 bytes are refused and counted and a full queue would block") {

@@ -241,8 +241,8 @@ public:
   basic_tap_transport(ExecutionContext& context, unique_fd fd, const tap_transport_config& config = {})
       : basic_tap_transport(executor_type(context.get_executor()), std::move(fd), config) {}
 
-  /// Moves the device; `other` is left closed. Pending operations stay with
-  /// the device.
+  /// Moves the device; `other` is left closed (only destruction or
+  /// assignment are valid on it). Pending operations stay with the device.
   basic_tap_transport(basic_tap_transport&& other) noexcept = default;
   /// Closes this transport (as `close()`), then takes `other`'s device.
   basic_tap_transport& operator=(basic_tap_transport&& other) noexcept;

@@ -3,6 +3,8 @@
 
 #include <netpasst/transport/stream.hpp>
 
+#include <netpasst/detail/wait_again.hpp>
+
 #include <asio/cancellation_type.hpp>
 #include <asio/compose.hpp>
 #include <asio/error.hpp>
@@ -109,10 +111,12 @@ public:
   }
 
   void cancel() {
+    cancels_.bump();
     if (error_) return;
     std::error_code ignored;
     descriptor_.cancel(ignored);
   }
+  const cancel_count& cancels() const noexcept { return cancels_; }
 
   // --- sending -------------------------------------------------------------
 
@@ -483,6 +487,7 @@ private:
   asio::posix::basic_stream_descriptor<Executor> descriptor_;
   int fd_ = -1;
   std::error_code error_;
+  cancel_count cancels_;
   transport_counters counters_;
   std::unique_ptr<std::byte[]> send_ring_;
   std::size_t send_head_ = 0, send_size_ = 0;
@@ -507,15 +512,18 @@ struct stream_receive_op {
   std::shared_ptr<stream_state<Executor>> state;
   std::size_t count = 0;
   std::error_code result;
+  std::uint64_t cancels = 0;
   bool started = false, ready = false;
 
   template <class Self> void operator()(Self& self, std::error_code ec = {}) {
     if (ready) return self.complete(result, state->batch(count));
     if (started && ec) return self.complete(state->error() ? state->error() : ec, frame_batch{});
     // A wait cancelled through the slot has consumed nothing: every kind of cancellation is safe.
-    if (!started) self.reset_cancellation_state(asio::enable_total_cancellation());
+    if (!started) self.reset_cancellation_state(asio::enable_total_cancellation()), cancels = state->cancels().value();
     count = state->receive_some(result);
     if (result == errc::would_block) {
+      if (started && cancelled_since(self, state->cancels(), cancels))
+        return self.complete(make_error_code(asio::error::operation_aborted), frame_batch{});
       started = true;
       return state->descriptor().async_wait(asio::posix::descriptor_base::wait_read, std::move(self));
     }
@@ -534,15 +542,18 @@ struct stream_writable_op {
   explicit stream_writable_op(std::shared_ptr<stream_state<Executor>> s) : state(std::move(s)) {}
   std::shared_ptr<stream_state<Executor>> state;
   std::error_code result;
+  std::uint64_t cancels = 0;
   bool started = false, ready = false;
 
   template <class Self> void operator()(Self& self, std::error_code ec = {}) {
     if (ready) return self.complete(result);
     if (started && ec) return self.complete(state->error() ? state->error() : ec);
     // Cancelling the wait leaves the queued frames to the transport's own flush.
-    if (!started) self.reset_cancellation_state(asio::enable_total_cancellation());
+    if (!started) self.reset_cancellation_state(asio::enable_total_cancellation()), cancels = state->cancels().value();
     if (!state->flush_now()) {
       result = state->error();
+    } else if (started && !state->writable() && cancelled_since(self, state->cancels(), cancels)) {
+      result = asio::error::operation_aborted;
     } else if (!state->writable()) {
       started = true;
       return state->descriptor().async_wait(asio::posix::descriptor_base::wait_write, std::move(self));

@@ -5,6 +5,7 @@
 
 #include <netpasst/detail/checksum.hpp>
 #include <netpasst/detail/netns.hpp>
+#include <netpasst/detail/wait_again.hpp>
 
 #include <asio/cancellation_type.hpp>
 #include <asio/compose.hpp>
@@ -255,10 +256,12 @@ public:
   }
 
   void cancel() {
+    cancels_.bump();
     if (error_) return;
     std::error_code ignored;
     descriptor_.cancel(ignored);
   }
+  const cancel_count& cancels() const noexcept { return cancels_; }
 
   bool try_send(frame f, std::error_code& ec) {
     if (error_) return ec = error_, false;
@@ -390,6 +393,7 @@ private:
   std::array<std::byte, tap_max_vnet_header_size> received_header_{};
   std::string name_;
   std::error_code error_;
+  cancel_count cancels_;
   tap_counters counters_;
   bool send_blocked_ = false;
   std::unique_ptr<std::byte[]> buffer_;
@@ -404,14 +408,17 @@ struct tap_receive_op {
   std::shared_ptr<tap_state<Executor>> state;
   std::size_t count = 0;
   std::error_code result;
+  std::uint64_t cancels = 0;
   bool started = false, ready = false;
 
   template <class Self> void operator()(Self& self, std::error_code ec = {}) {
     if (ready) return self.complete(result, state->batch(count));
-    if (!started) self.reset_cancellation_state(asio::enable_total_cancellation());
+    if (!started) self.reset_cancellation_state(asio::enable_total_cancellation()), cancels = state->cancels().value();
     if (started && ec) return self.complete(state->error() ? state->error() : ec, frame_batch{});
     count = state->receive_some(result);
     if (result == errc::would_block) {
+      if (started && cancelled_since(self, state->cancels(), cancels))
+        return self.complete(make_error_code(asio::error::operation_aborted), frame_batch{});
       started = true;
       return state->descriptor().async_wait(asio::posix::descriptor_base::wait_read, std::move(self));
     }

@@ -4,6 +4,7 @@
 #include <netpasst/transport/vhost_user.hpp>
 
 #include <netpasst/detail/checksum.hpp>
+#include <netpasst/detail/wait_again.hpp>
 
 #include <asio/cancellation_type.hpp>
 #include <asio/compose.hpp>
@@ -184,11 +185,13 @@ public:
   }
 
   void cancel() {
+    cancels_.bump();
     std::error_code ignored;
     receive_call_.cancel(ignored);
     transmit_call_.cancel(ignored);
     if (handshaking_) frontend_.cancel();
   }
+  const cancel_count& cancels() const noexcept { return cancels_; }
 
   /// Marks the handshake begun; refused (transport untouched) when one was
   /// already started.
@@ -420,6 +423,7 @@ private:
   vhost_user_negotiation negotiation_;
   vhost_user_counters counters_;
   std::error_code error_;
+  cancel_count cancels_;
   vhost_user_device_setup setup_; // during the handshake
   bool handshaking_ = false, started_ = false;
 };
@@ -465,11 +469,12 @@ struct vhost_user_receive_op {
   std::shared_ptr<vhost_user_state<Executor>> state;
   std::size_t count = 0;
   std::error_code result;
+  std::uint64_t cancels = 0;
   bool started = false, ready = false;
 
   template <class Self> void operator()(Self& self, std::error_code ec = {}) {
     if (ready) return self.complete(result, state->batch(count));
-    if (!started) self.reset_cancellation_state(asio::enable_total_cancellation());
+    if (!started) self.reset_cancellation_state(asio::enable_total_cancellation()), cancels = state->cancels().value();
     if (started && ec) return self.complete(state->error() ? state->error() : ec, frame_batch{});
     count = state->receive_some(result);
     if (result == errc::would_block) {
@@ -477,6 +482,8 @@ struct vhost_user_receive_op {
       count = state->receive_some(result);
     }
     if (result == errc::would_block) {
+      if (started && cancelled_since(self, state->cancels(), cancels))
+        return self.complete(make_error_code(asio::error::operation_aborted), frame_batch{});
       started = true;
       return state->receive_call().async_wait(asio::posix::descriptor_base::wait_read, std::move(self));
     }
@@ -494,17 +501,20 @@ struct vhost_user_writable_op {
   explicit vhost_user_writable_op(std::shared_ptr<vhost_user_state<Executor>> s) : state(std::move(s)) {}
   std::shared_ptr<vhost_user_state<Executor>> state;
   std::error_code result;
+  std::uint64_t cancels = 0;
   bool started = false, ready = false;
 
   template <class Self> void operator()(Self& self, std::error_code ec = {}) {
     if (ready) return self.complete(result);
-    if (!started) self.reset_cancellation_state(asio::enable_total_cancellation());
+    if (!started) self.reset_cancellation_state(asio::enable_total_cancellation()), cancels = state->cancels().value();
     if (started && ec) return self.complete(state->error() ? state->error() : ec);
     if (state->error() || !state->is_open()) {
       result = state->error() ? state->error() : make_error_code(errc::transport_closed);
     } else if (!state->transmit_slot_free()) {
       state->drain(state->transmit_call_fd());
-      if (!state->transmit_slot_free()) {
+      if (started && !state->transmit_slot_free() && cancelled_since(self, state->cancels(), cancels)) {
+        result = asio::error::operation_aborted;
+      } else if (!state->transmit_slot_free()) {
         started = true;
         return state->transmit_call().async_wait(asio::posix::descriptor_base::wait_read, std::move(self));
       }
