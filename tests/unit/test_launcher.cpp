@@ -724,3 +724,15 @@ TEST_CASE("foreground launcher: a pidfile it cannot open fails at once with the 
   CHECK(std::chrono::steady_clock::now() - began < 5s);  // a hang guard well under the 10 s deadline
   CHECK(p.pid() == 0);
 }
+
+TEMPLATE_TEST_CASE("a start_timeout of milliseconds::max() means no limit", "", netpasst::daemon_launcher,
+                   netpasst::foreground_launcher) {
+  env e;
+  e.config.start_timeout = std::chrono::milliseconds::max();
+  TestType launcher(e.io, e.config);
+  std::error_code ec;
+  passt_process p = launcher.launch({fake().good}, ec);
+  CHECK_FALSE(ec);
+  CHECK(p.failure_message().empty());
+  CHECK(p.running());
+}

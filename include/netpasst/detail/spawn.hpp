@@ -64,6 +64,14 @@ inline bool pidfd_exited(int pidfd, int timeout_ms = 0) noexcept {
   return n > 0;
 }
 
+/// now() + `d`, saturating at the clock's limits (`milliseconds::max()`
+/// means no limit); a negative `d` is now().
+inline std::chrono::steady_clock::time_point deadline_after(std::chrono::milliseconds d) noexcept {
+  const auto now = std::chrono::steady_clock::now();
+  const auto room = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::time_point::max() - now);
+  return d <= d.zero() ? now : d >= room ? std::chrono::steady_clock::time_point::max() : now + d;
+}
+
 /// Exit status of a `waitpid` status word: the exit code, or 128 + signal
 /// number when the process was killed (the shell's convention).
 inline int decode_wait_status(int status) noexcept {
@@ -317,7 +325,7 @@ inline captured_run run_and_capture(const std::vector<std::string>& argv, std::c
   captured_run run;
   child_process child = spawn(argv, spawn_options{}, ec);
   if (ec) return run;
-  const auto until = std::chrono::steady_clock::now() + deadline;
+  const auto until = deadline_after(deadline);
   char buffer[4096];
   while (child.out || child.err) {
     pollfd p[2] = {{child.out ? child.out.get() : -1, POLLIN, 0}, {child.err ? child.err.get() : -1, POLLIN, 0}};

@@ -15,7 +15,8 @@ namespace netpasst {
 /// Settings of a passt launcher. Every field has a sensible default.
 struct launcher_config {
   /// How long passt may take to become ready (daemonized, or pidfile written
-  /// in foreground mode); then `errc::start_timeout`.
+  /// in foreground mode); then `errc::start_timeout`. `milliseconds::max()`:
+  /// no limit.
   std::chrono::milliseconds start_timeout{10000};
   /// Parent of the private directory. Empty: $XDG_RUNTIME_DIR, else /tmp
   /// (and /tmp when passt drops to another user that could not enter it).

@@ -295,7 +295,7 @@ template <class Executor> struct launch_op {
         if (self.get_cancellation_state().cancelled() != asio::cancellation_type::none)
           return self.complete(asio::error::operation_aborted, passt_process{});
         step = 1;
-        deadline = std::chrono::steady_clock::now() + config.start_timeout;
+        deadline = deadline_after(config.start_timeout);
         state = start_passt(asio::any_io_executor(executor), argv, config, foreground, peer_inode, immediate);
         if (!immediate) {
           state->start_drain(executor);
