@@ -736,3 +736,16 @@ TEMPLATE_TEST_CASE("a start_timeout of milliseconds::max() means no limit", "", 
   CHECK(p.failure_message().empty());
   CHECK(p.running());
 }
+
+TEST_CASE("signal on a passt that exited but is not yet reaped is not_running") {
+  env e;
+  netpasst::foreground_launcher launcher(e.io, e.config);
+  passt_process p = launcher.launch({fake().good});
+  REQUIRE(::kill(p.pid(), SIGKILL) == 0);
+  REQUIRE(netpasst::detail::pidfd_exited(p.pidfd(), 10000));
+  std::error_code ec;
+  p.signal(SIGTERM, ec);
+  CHECK(ec == errc::not_running);
+  p.signal(0, ec);
+  CHECK(ec == errc::not_running);
+}

@@ -137,7 +137,7 @@ public:
 
   /// Sends `sig` through the pidfd (pidfd_send_signal(2); never kill(2),
   /// never to a pid <= 1). Errors: `errc::not_running` when there is no
-  /// process or it has exited; OS errors otherwise.
+  /// process or it has exited (reaped or not); OS errors otherwise.
   void signal(int sig, std::error_code& ec) noexcept;
 
   /// Stops passt, blocking: SIGTERM, wait up to `grace` for it to exit,

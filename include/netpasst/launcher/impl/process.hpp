@@ -374,7 +374,8 @@ inline std::filesystem::path passt_process::private_directory() const {
 
 inline void passt_process::signal(int sig, std::error_code& ec) noexcept {
   ec.clear();
-  if (!state_ || state_->pid <= 1 || !state_->pidfd || state_->gone) return void(ec = errc::not_running);
+  if (!state_ || state_->pid <= 1 || !state_->pidfd || state_->gone || detail::pidfd_exited(state_->pidfd.get(), 0))
+    return void(ec = errc::not_running);  // an unreaped zombie would still take the signal
   if (detail::pidfd_send_signal(state_->pidfd.get(), sig) < 0)
     ec = errno == ESRCH ? std::error_code(errc::not_running) : detail::last_os_error();
 }
