@@ -25,7 +25,9 @@
 #include "../common/test_support.hpp"
 
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -748,4 +750,69 @@ TEST_CASE("signal on a passt that exited but is not yet reaped is not_running") 
   CHECK(ec == errc::not_running);
   p.signal(0, ec);
   CHECK(ec == errc::not_running);
+}
+
+namespace {
+/// Drops this process's real and effective uid to nobody's, keeping the saved
+/// uid 0 so that the destructor can return to root.
+struct unprivileged {
+  unprivileged() { REQUIRE(::setresuid(65534, 65534, 0) == 0); }
+  ~unprivileged() {
+    ::setresuid(0, 0, 0);
+    ::prctl(PR_SET_DUMPABLE, 1);
+  }
+};
+
+/// A `sleep` of root's, adopted: as nobody, we may not signal it.
+struct foreign_process {
+  pid_t pid = ::fork();
+  passt_process p;
+  explicit foreign_process(asio::io_context& io) {
+    if (pid == 0) {
+      ::execl("/bin/sleep", "sleep", "1000", static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    REQUIRE(pid > 0);
+    int pair[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);
+    unique_fd ours(pair[0]), theirs(pair[1]);
+    p = passt_process::adopt({io.get_executor(), unique_fd(netpasst::detail::pidfd_open(pid)), std::move(ours), {},
+                              false, {}});
+  }
+  ~foreign_process() {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+  }
+};
+} // namespace
+
+TEST_CASE("terminating a passt we may not signal fails at once with the error") {
+  if (::geteuid() != 0) {
+    WARN("needs root to change uid");
+    return;
+  }
+  env e;
+  foreign_process foreign(e.io);
+  passt_process& p = foreign.p;
+  std::optional<std::error_code> terminated;
+  {
+    unprivileged nobody;
+    std::error_code ec;
+    p.signal(SIGTERM, ec);
+    CHECK(ec == std::errc::operation_not_permitted);
+
+    const auto began = std::chrono::steady_clock::now();
+    p.terminate(200ms, ec);
+    CHECK(ec == std::errc::operation_not_permitted);
+    CHECK(std::chrono::steady_clock::now() - began < 2s);
+
+    p.async_terminate(200ms, [&](std::error_code e2) { terminated = e2; });
+    CHECK_FALSE(terminated);  // never inside the initiating call
+    CHECK(run_until(e.io, [&] { return terminated.has_value(); }, 3s));
+  }
+  if (terminated) CHECK(*terminated == std::errc::operation_not_permitted);
+  CHECK(p.running());
+  ::kill(foreign.pid, SIGKILL);
+  REQUIRE(run_until(e.io, [&] { return terminated.has_value(); }));
+  p.terminate(1s);
 }

@@ -74,8 +74,9 @@ public:
 
   /// If passt still runs: `terminate` with a 500 ms grace (blocking, usually
   /// ~3 ms: passt exits promptly on SIGTERM). Then closes every descriptor
-  /// and removes the pidfile and private directory. Pending asynchronous
-  /// operations complete with `asio::error::operation_aborted`.
+  /// and removes the pidfile and private directory (a passt it may not
+  /// signal is left running). Pending asynchronous operations complete with
+  /// `asio::error::operation_aborted`.
   ~passt_process();
 
   /// Takes over a running passt that an embedder's launcher started. The pid
@@ -145,7 +146,10 @@ public:
   /// our child, close the socket, remove the pidfile and the private
   /// directory. Idempotent; succeeds when passt already exited.
   /// Errors: `std::errc::timed_out` if passt survives SIGKILL for 10 s
-  /// (stuck in the kernel); OS errors from pidfd_send_signal.
+  /// (stuck in the kernel); OS errors from pidfd_send_signal (e.g.
+  /// `std::errc::operation_not_permitted` for a passt of another user),
+  /// returned at once, without waiting: passt is left running, nothing is
+  /// cleaned up.
   void terminate(std::chrono::milliseconds grace, std::error_code& ec) noexcept;
   /// Throwing form of `terminate`. @throws std::system_error
   void terminate(std::chrono::milliseconds grace = std::chrono::milliseconds(1000));
@@ -169,7 +173,8 @@ public:
   /// `terminate` without blocking: SIGTERM, a `steady_timer` of `grace`
   /// that sends SIGKILL if passt is still there, a pidfd wait for the exit,
   /// then reaping and cleanup as `terminate`. Idempotent; completes at once
-  /// (through the executor) when passt already exited.
+  /// (through the executor) when passt already exited, and with the error
+  /// when SIGTERM cannot be sent (as `terminate`: passt is left running).
   /// Completion signature: `void(std::error_code)`. Cancellation as
   /// `async_wait_exit` (the SIGTERM already sent stays sent).
   template <asio::completion_token_for<void(std::error_code)> Token =

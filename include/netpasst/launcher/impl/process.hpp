@@ -281,8 +281,10 @@ template <class Executor> struct terminate_op {
           kill_timer->async_wait([owner = std::weak_ptr<process_state>(state)](std::error_code e) {
             if (auto s = owner.lock(); s && !e && !s->check_exited()) pidfd_send_signal(s->pidfd.get(), SIGKILL);
           });
+        } else if (errno != ESRCH) {
+          ec = last_os_error();
         }
-        watch = state->make_watch(executor, ec);
+        if (!ec) watch = state->make_watch(executor, ec);
       }
       if (watch) return watch->async_wait(asio::posix::stream_descriptor::wait_read, std::move(self));
       immediate = ec;
@@ -385,9 +387,11 @@ inline void passt_process::terminate(std::chrono::milliseconds grace, std::error
   if (!state_) return;
   auto& s = *state_;
   if (!s.check_exited()) {
-    if (detail::pidfd_send_signal(s.pidfd.get(), SIGTERM) < 0 && errno != ESRCH) ec = detail::last_os_error();
+    if (detail::pidfd_send_signal(s.pidfd.get(), SIGTERM) < 0 && errno != ESRCH)
+      return void(ec = detail::last_os_error());
     if (!detail::pidfd_exited(s.pidfd.get(), detail::clamp_ms(grace))) {
-      if (detail::pidfd_send_signal(s.pidfd.get(), SIGKILL) < 0 && errno != ESRCH) ec = detail::last_os_error();
+      if (detail::pidfd_send_signal(s.pidfd.get(), SIGKILL) < 0 && errno != ESRCH)
+        return void(ec = detail::last_os_error());
       if (!detail::pidfd_exited(s.pidfd.get(), 10000)) return void(ec = std::make_error_code(std::errc::timed_out));
     }
     s.check_exited();
