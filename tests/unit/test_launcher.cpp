@@ -816,3 +816,32 @@ TEST_CASE("terminating a passt we may not signal fails at once with the error") 
   REQUIRE(run_until(e.io, [&] { return terminated.has_value(); }));
   p.terminate(1s);
 }
+
+TEST_CASE("an empty handle: the waits without an executor throw and those given one complete at once") {
+  env e;
+  passt_process empty;
+  CHECK(empty.get_executor() == asio::any_io_executor{});
+  CHECK_THROWS_AS(empty.async_wait_exit([](std::error_code, int) {}), std::system_error);
+  CHECK_THROWS_AS(empty.async_terminate(10ms, [](std::error_code) {}), std::system_error);
+  try {
+    empty.async_wait_exit([](std::error_code, int) {});
+  } catch (const std::system_error& error) {
+    CHECK(error.code() == errc::not_running);
+  }
+
+  netpasst::foreground_launcher launcher(e.io, e.config);
+  passt_process p = launcher.launch({fake().good});
+  passt_process moved = std::move(p);
+  CHECK_THROWS_AS(p.async_wait_exit([](std::error_code, int) {}), std::system_error);
+
+  std::optional<std::pair<std::error_code, int>> waited;
+  std::optional<std::error_code> terminated;
+  p.async_wait_exit(e.io.get_executor(), [&](std::error_code ec, int status) { waited.emplace(ec, status); });
+  p.async_terminate(e.io.get_executor(), 10ms, [&](std::error_code ec) { terminated = ec; });
+  CHECK_FALSE(waited);
+  REQUIRE(run_until(e.io, [&] { return waited && terminated; }));
+  CHECK_FALSE(waited->first);
+  CHECK(waited->second == -1);
+  CHECK_FALSE(*terminated);
+  moved.terminate(1s);
+}

@@ -89,7 +89,8 @@ public:
   /// Throwing form of `adopt`. @throws std::system_error
   static passt_process adopt(adopted_passt what);
 
-  /// The executor the process's waits complete on (the launcher's).
+  /// The executor the process's waits complete on (the launcher's); an
+  /// empty one when the handle holds nothing.
   asio::any_io_executor get_executor() const noexcept;
 
   /// passt's pid; 0 when there is none (failed launch, empty handle).
@@ -156,7 +157,11 @@ public:
 
   /// Completes when passt has exited: the pidfd became readable. Reaps passt
   /// when it is our child. Completes at once (through the executor) when it
-  /// already exited or there is no process.
+  /// already exited or there is no process (a failed launch).
+  /// An empty handle (default-constructed, moved-from) has no executor to
+  /// complete on: this overload then throws `std::system_error`
+  /// (`errc::not_running`) before initiating anything; the overload taking
+  /// an executor completes at once through it, with status -1.
   /// Completion signature: `void(std::error_code, int exit_status)`, the
   /// status as `exit_status()`, -1 when unknowable (daemonized passt).
   /// Cancellation (terminal, partial, total): `cancel()`, the token's
@@ -175,6 +180,9 @@ public:
   /// then reaping and cleanup as `terminate`. Idempotent; completes at once
   /// (through the executor) when passt already exited, and with the error
   /// when SIGTERM cannot be sent (as `terminate`: passt is left running).
+  /// On an empty handle: as `async_wait_exit` (this overload throws
+  /// `std::system_error` with `errc::not_running`; the one taking an
+  /// executor completes at once through it, without error).
   /// Completion signature: `void(std::error_code)`. Cancellation as
   /// `async_wait_exit` (the SIGTERM already sent stays sent).
   template <asio::completion_token_for<void(std::error_code)> Token =

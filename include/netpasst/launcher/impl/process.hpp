@@ -412,12 +412,14 @@ inline void passt_process::cancel() noexcept {
 
 template <asio::completion_token_for<void(std::error_code, int)> Token>
 auto passt_process::async_wait_exit(Token&& token) {
-  return async_wait_exit(get_executor(), std::forward<Token>(token));
+  if (!state_) throw std::system_error(errc::not_running, "netpasst: async_wait_exit on an empty passt_process");
+  return async_wait_exit(state_->executor, std::forward<Token>(token));
 }
 
 template <asio::completion_token_for<void(std::error_code)> Token>
 auto passt_process::async_terminate(std::chrono::milliseconds grace, Token&& token) {
-  return async_terminate(get_executor(), grace, std::forward<Token>(token));
+  if (!state_) throw std::system_error(errc::not_running, "netpasst: async_terminate on an empty passt_process");
+  return async_terminate(state_->executor, grace, std::forward<Token>(token));
 }
 
 template <class Executor, asio::completion_token_for<void(std::error_code, int)> Token>
