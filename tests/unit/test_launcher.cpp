@@ -845,3 +845,29 @@ TEST_CASE("an empty handle: the waits without an executor throw and those given 
   CHECK_FALSE(*terminated);
   moved.terminate(1s);
 }
+
+TEST_CASE("with SIGCHLD ignored launches still succeed and failures keep passt's message") {
+  env e;
+  struct sigchld_ignored {
+    struct sigaction old {};
+    sigchld_ignored() {
+      struct sigaction ignore {};
+      ignore.sa_handler = SIG_IGN;
+      ::sigaction(SIGCHLD, &ignore, &old);
+    }
+    ~sigchld_ignored() { ::sigaction(SIGCHLD, &old, nullptr); }
+  } ignored;
+  const auto mode = GENERATE(netpasst::launch_mode::daemonize, netpasst::launch_mode::foreground);
+  CAPTURE(netpasst::to_string(mode));
+  netpasst::passt_launcher launcher(e.io, mode, e.config);
+  std::error_code ec;
+  passt_process p = launcher.launch({fake().good}, ec);
+  CHECK_FALSE(ec);
+  CHECK(p.failure_message().empty());
+  CHECK(p.running());
+  p.terminate(1s);
+
+  passt_process failed = launcher.launch({fake().fails, "--x"}, ec);
+  CHECK(ec == errc::passt_exited);
+  CHECK_THAT(failed.failure_message(), Catch::Contains("unrecognized option '--x'"));
+}

@@ -46,6 +46,9 @@
 /// - `errc::passt_exited` / `errc::passt_killed`: passt (the parent, in
 ///   daemon mode) exited non-zero / was killed before it was ready
 ///   (e.g. "passt exited with status 1: unrecognized option '--fqdn'").
+///   When the embedding process ignores SIGCHLD the status is lost (the
+///   kernel reaps passt): a daemon-mode parent is then judged by step 5
+///   alone, and a failure reads "passt exited: <passt's message>".
 /// - `errc::start_timeout`: not ready within `start_timeout`.
 /// - `errc::bad_pidfile`: daemon mode, no pidfile or no pid above 1 in it.
 /// - `errc::process_gone`: daemon mode, the pid names no process, or one

@@ -120,7 +120,9 @@ public:
   /// passt's exit status once known: the exit code, or 128 + signal number
   /// when a signal killed it. Known only for our own child (the foreground
   /// launcher's passt, the daemon launcher's parent passt that failed); a
-  /// daemonized passt is not our child, so its status stays unknown.
+  /// daemonized passt is not our child, so its status stays unknown. Unknown
+  /// too when the embedding process ignores SIGCHLD (SIG_IGN or
+  /// SA_NOCLDWAIT): the kernel then reaps our children itself.
   std::optional<int> exit_status() const noexcept;
 
   /// One line describing why the launch failed, using passt's own message,
@@ -131,7 +133,8 @@ public:
   /// One line describing how passt ended, once it has: "passt (pid 42) was
   /// killed by signal 9 (Killed)", "passt (pid 42) exited with status 1:
   /// <its last message>", or "passt (pid 42) exited" when the status is
-  /// unknowable (a daemonized passt). Empty while it runs.
+  /// unknowable (a daemonized passt; our child when SIGCHLD is ignored, then
+  /// followed by its last message). Empty while it runs.
   std::string exit_description() const;
 
   /// The private directory holding the pidfile (empty if none or removed).

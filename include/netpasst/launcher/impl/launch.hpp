@@ -213,7 +213,7 @@ inline std::string quoted_excerpt(std::string_view text) {
   return out + (text.size() > 32 ? "...'" : "'");
 }
 
-/// Daemon mode, after the parent passt exited with status 0: take the pid
+/// Daemon mode, after the parent passt exited with status 0 (or unknown): take the pid
 /// from the pidfile, pin it by pidfd, prove it holds passt's end of our
 /// socket. On success the state holds the daemon (not our child).
 inline std::error_code adopt_daemon(process_state& s, ino_t peer_inode) {
@@ -332,8 +332,15 @@ template <class Executor> struct launch_op {
     if (ec) return fail(self, ec, "waiting for passt: " + ec.message());
     state->check_exited();
     if (state->signal) return fail(self, errc::passt_killed, "");
-    if (state->status.value_or(-1) != 0) return fail(self, errc::passt_exited, "");
-    if (const auto e = adopt_daemon(*state, peer_inode)) return fail(self, e, state->failure);
+    if (state->status.value_or(0) != 0) return fail(self, errc::passt_exited, "");
+    // An unknown status (SIGCHLD ignored: the kernel reaped it) may still be
+    // a success: the pidfile and socket check decide.
+    if (const auto e = adopt_daemon(*state, peer_inode)) {
+      state->drain_now();
+      if (!state->status && !state->passt_message().empty())
+        return state->failure.clear(), fail(self, errc::passt_exited, "");
+      return fail(self, e, state->failure);
+    }
     finish(self, {});
   }
 

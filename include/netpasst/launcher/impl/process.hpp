@@ -200,15 +200,16 @@ struct process_state : std::enable_shared_from_this<process_state> {
     return std::string(line);
   }
   /// "passt exited with status 1: <passt's message>", "passt was killed by
-  /// signal 9 (Killed)", or "passt exited" when the status is unknowable;
-  /// with " (pid N)" after "passt" when `with_pid`.
+  /// signal 9 (Killed)", or "passt exited" when the status is unknowable
+  /// (with passt's message when it was our child: SIGCHLD ignored); with
+  /// " (pid N)" after "passt" when `with_pid`.
   std::string describe_exit(bool with_pid = false) const {
     std::string text = with_pid && pid > 0 ? "passt (pid " + std::to_string(pid) + ")" : "passt";
     if (signal) text += " was killed by signal " + std::to_string(signal) + " (" + ::strsignal(signal) + ")";
     else if (status) text += " exited with status " + std::to_string(*status);
     else text += " exited";
     // Its last words explain an exit status, not a signal someone sent it.
-    if (auto m = passt_message(); !m.empty() && !signal && status.value_or(0) != 0) text += ": " + m;
+    if (auto m = passt_message(); !m.empty() && !signal && (status ? *status != 0 : child)) text += ": " + m;
     return text;
   }
 };
