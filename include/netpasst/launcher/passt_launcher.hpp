@@ -153,6 +153,9 @@ public:
   /// binary, resolved on PATH when it has no '/'; no launcher arguments in
   /// it) and blocks until it is ready or failed. The waits run on a private
   /// io_context; afterwards passt's stderr is drained on `get_executor()`.
+  /// May be called from a thread outside that executor, but the process
+  /// returned must then be used (and destroyed) only from within it: see
+  /// the thread safety note of passt_process.
   passt_process launch(const std::vector<std::string>& argv, std::error_code& ec) {
     return detail::launch(executor_, argv, config_, mode_ == launch_mode::foreground, ec);
   }

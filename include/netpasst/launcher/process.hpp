@@ -16,6 +16,14 @@
 ///
 /// Thread safety: like an Asio I/O object. Distinct objects: safe. One
 /// object: calls and its completion handlers must not run concurrently.
+/// That includes the handler that drains passt's stderr: it runs on the
+/// process's executor at any time while passt runs (after a successful
+/// launch, or an `adopt` given a pipe) and writes the state behind
+/// `error_output`, `exit_description`, `terminate` and the destructor.
+/// So when that executor runs in a thread other than the caller's (the
+/// blocking `launch` called from outside it, say), use the object only from
+/// within the executor (`asio::post` to it, or its strand), destruction and
+/// move assignment included; or stop the executor's threads first.
 
 #include <netpasst/error.hpp>
 #include <netpasst/unique_fd.hpp>
