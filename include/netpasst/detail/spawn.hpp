@@ -67,9 +67,10 @@ inline bool pidfd_exited(int pidfd, int timeout_ms = 0) noexcept {
 /// now() + `d`, saturating at the clock's limits (`milliseconds::max()`
 /// means no limit); a negative `d` is now().
 inline std::chrono::steady_clock::time_point deadline_after(std::chrono::milliseconds d) noexcept {
-  const auto now = std::chrono::steady_clock::now();
-  const auto room = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::time_point::max() - now);
-  return d <= d.zero() ? now : d >= room ? std::chrono::steady_clock::time_point::max() : now + d;
+  using clock = std::chrono::steady_clock;
+  const auto now = clock::now();
+  const auto room = std::chrono::duration_cast<std::chrono::milliseconds>(clock::time_point::max() - now);
+  return d <= d.zero() ? now : d >= room ? clock::time_point::max() : now + d;
 }
 
 /// Exit status of a `waitpid` status word: the exit code, or 128 + signal
