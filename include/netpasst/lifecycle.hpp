@@ -231,7 +231,11 @@ public:
   /// The launcher.
   Launcher& launcher() noexcept;
 
-  /// Calls `handler` for every later event until `unsubscribe`.
+  /// Calls `handler` (this one, not a copy: a mutable handler keeps its
+  /// state) for every later event until `unsubscribe` or the lifecycle's
+  /// destruction, which take effect at once, also for an event being
+  /// delivered when another subscriber unsubscribes it or destroys the
+  /// lifecycle.
   subscription subscribe(event_handler handler);
   void unsubscribe(subscription id) noexcept;
 

@@ -796,3 +796,55 @@ TEST_CASE("the handler's associated allocator is used by the operations under th
   CHECK_FALSE(*received);
   CHECK(allocations.allocations > 0);
 }
+
+TEST_CASE("subscribers: one unsubscribed or destroyed during an event is not called, a stateful one keeps its state") {
+  SECTION("unsubscribed by an earlier subscriber") {
+    rig r;
+    int calls = 0;
+    scripted_lifecycle::subscription later = 0;
+    r.life->subscribe([&](const lifecycle_event& e) {
+      if (e.kind == lifecycle_event_kind::starting) r.life->unsubscribe(later);
+    });
+    later = r.life->subscribe([&](const lifecycle_event&) { ++calls; });
+    REQUIRE_FALSE(r.start());
+    CHECK(calls == 0);
+  }
+  SECTION("an observer that unsubscribes in its destructor, destroyed by an earlier subscriber") {
+    struct observer {
+      explicit observer(scripted_lifecycle& l) : life(l) {
+        id = life.subscribe([this](const lifecycle_event& e) { seen.push_back(e.kind); });
+      }
+      ~observer() { life.unsubscribe(id); }
+      scripted_lifecycle& life;
+      scripted_lifecycle::subscription id = 0;
+      std::vector<lifecycle_event_kind> seen;
+    };
+    rig r;
+    std::unique_ptr<observer> watcher;
+    r.life->subscribe([&](const lifecycle_event& e) {
+      if (e.kind == lifecycle_event_kind::link_up) watcher.reset();
+    });
+    watcher = std::make_unique<observer>(*r.life);
+    REQUIRE_FALSE(r.start());
+    CHECK_FALSE(watcher);
+  }
+  SECTION("the lifecycle destroyed by an earlier subscriber") {
+    rig r;
+    int calls = 0;
+    r.life->subscribe([&](const lifecycle_event& e) {
+      if (e.kind == lifecycle_event_kind::link_up) r.life.reset();
+    });
+    r.life->subscribe([&](const lifecycle_event& e) { calls += e.kind == lifecycle_event_kind::link_up; });
+    r.life->async_start(asio::detached);
+    REQUIRE(r.until([&] { return !r.life; }));
+    CHECK(calls == 0);
+    CHECK(r.passts.back().process->status().has_value());
+  }
+  SECTION("a mutable handler is called, not a copy of it") {
+    rig r;
+    std::vector<int> seen;
+    r.life->subscribe([&seen, n = 0](const lifecycle_event&) mutable { seen.push_back(++n); });
+    REQUIRE_FALSE(r.start());  // starting, link_up
+    CHECK(seen == std::vector<int>{1, 2});
+  }
+}

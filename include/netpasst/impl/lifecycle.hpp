@@ -84,7 +84,12 @@ public:
   std::string last_message_;
   lifecycle_counters counters_;
   std::vector<std::weak_ptr<asio::cancellation_signal>> cancels_;
-  std::vector<std::pair<std::uint64_t, std::function<void(const lifecycle_event&)>>> subscribers_;
+  struct subscriber {
+    std::uint64_t id;
+    std::function<void(const lifecycle_event&)> handler;
+    bool active = true;  ///< Cleared by unsubscribe: a delivery under way skips it.
+  };
+  std::vector<std::shared_ptr<subscriber>> subscribers_;
   std::uint64_t last_subscription_ = 0;
 
   // ---- observers ---------------------------------------------------------
@@ -123,11 +128,17 @@ public:
   }
 
   std::uint64_t subscribe(std::function<void(const lifecycle_event&)> handler) {
-    subscribers_.emplace_back(++last_subscription_, std::move(handler));
+    subscribers_.push_back(std::make_shared<subscriber>(++last_subscription_, std::move(handler)));
     return last_subscription_;
   }
   void unsubscribe(std::uint64_t id) noexcept {
-    std::erase_if(subscribers_, [id](const auto& s) { return s.first == id; });
+    const auto it = std::find_if(subscribers_.begin(), subscribers_.end(), [id](const auto& s) { return s->id == id; });
+    if (it == subscribers_.end()) return;
+    (*it)->active = false;
+    subscribers_.erase(it);
+  }
+  void unsubscribe_all() noexcept {
+    for (auto& s : std::exchange(subscribers_, {})) s->active = false;
   }
 
   // ---- start and stop ------------------------------------------------------
@@ -434,8 +445,10 @@ private:
   }
 
   void emit(const lifecycle_event& e) noexcept {
-    auto subscribers = subscribers_;  // a callback may subscribe or unsubscribe
-    for (auto& [id, callback] : subscribers) callback(e);
+    const auto keep = this->shared_from_this();  // a callback may destroy the lifecycle
+    const auto subscribers = subscribers_;       // or subscribe and unsubscribe
+    for (const auto& s : subscribers)
+      if (s->active) s->handler(e);
   }
 };
 
@@ -516,7 +529,7 @@ NETPASST_LIFECYCLE::basic_lifecycle(L launcher, options opts, const lifecycle_co
                                                               std::forward<SessionArgs>(session_args)...)) {}
 
 NETPASST_LIFECYCLE_TEMPLATE NETPASST_LIFECYCLE::~basic_lifecycle() {
-  impl_->subscribers_.clear();
+  impl_->unsubscribe_all();
   impl_->stop_now(false);
 }
 
