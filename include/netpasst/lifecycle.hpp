@@ -163,6 +163,12 @@ public:
   using builder_type = Builder;
   using executor_type = typename Launcher::executor_type;
   /// Receives events; runs on the executor, may call any member (also stop).
+  /// An event raised inside a callback (a link_down and stopped by `stop()`)
+  /// is delivered once the current one has reached every subscriber, so
+  /// every subscriber sees the same events in the same order. `state()`,
+  /// `pid()` and `status()` are always the current ones: a later subscriber
+  /// may see them already past its event (stopped, in a link_up whose first
+  /// subscriber called `stop()`).
   using event_handler = std::function<void(const lifecycle_event&)>;
   /// Identifies a subscription for `unsubscribe`.
   using subscription = std::uint64_t;

@@ -848,3 +848,19 @@ TEST_CASE("subscribers: one unsubscribed or destroyed during an event is not cal
     CHECK(seen == std::vector<int>{1, 2});
   }
 }
+
+TEST_CASE("events raised inside a callback are delivered after it, in order, to every subscriber") {
+  rig r;
+  std::vector<lifecycle_event_kind> seen;
+  std::vector<lifecycle_state> states;
+  r.life->subscribe([&](const lifecycle_event& e) {
+    if (e.kind == lifecycle_event_kind::link_up) r.life->stop();
+  });
+  r.life->subscribe([&](const lifecycle_event& e) { seen.push_back(e.kind), states.push_back(r.life->state()); });
+  REQUIRE_FALSE(r.start());
+  using k = lifecycle_event_kind;
+  CHECK(seen == std::vector<k>{k::starting, k::link_up, k::link_down, k::stopped});
+  CHECK(r.count(k::link_down) == 1);
+  CHECK(states.back() == lifecycle_state::stopped);
+  CHECK(r.passts.back().process->status().has_value());
+}

@@ -11,6 +11,7 @@
 #include <asio/post.hpp>
 
 #include <algorithm>
+#include <deque>
 #include <optional>
 #include <utility>
 
@@ -91,6 +92,8 @@ public:
   };
   std::vector<std::shared_ptr<subscriber>> subscribers_;
   std::uint64_t last_subscription_ = 0;
+  std::deque<lifecycle_event> events_;  ///< Raised during a delivery, delivered after it.
+  bool delivering_ = false;
 
   // ---- observers ---------------------------------------------------------
 
@@ -139,6 +142,7 @@ public:
   }
   void unsubscribe_all() noexcept {
     for (auto& s : std::exchange(subscribers_, {})) s->active = false;
+    events_.clear();
   }
 
   // ---- start and stop ------------------------------------------------------
@@ -396,7 +400,7 @@ private:
     lifecycle_event e = event(lifecycle_event_kind::restarting, 0, last_error_, last_message_);
     e.attempt = attempt;
     e.delay = delay;
-    emit(e);
+    emit(std::move(e));
   }
 
   void fail(std::error_code ec, std::string reason) {
@@ -444,11 +448,21 @@ private:
     return e;
   }
 
-  void emit(const lifecycle_event& e) noexcept {
+  /// Delivers `e` to every subscriber before the next event, also when a
+  /// callback raises one.
+  void emit(lifecycle_event e) noexcept {
+    events_.push_back(std::move(e));
+    if (delivering_) return;
     const auto keep = this->shared_from_this();  // a callback may destroy the lifecycle
-    const auto subscribers = subscribers_;       // or subscribe and unsubscribe
-    for (const auto& s : subscribers)
-      if (s->active) s->handler(e);
+    delivering_ = true;
+    while (!events_.empty()) {
+      const lifecycle_event next = std::move(events_.front());
+      events_.pop_front();
+      const auto subscribers = subscribers_;  // a callback may subscribe and unsubscribe
+      for (const auto& s : subscribers)
+        if (s->active) s->handler(next);
+    }
+    delivering_ = false;
   }
 };
 
