@@ -17,7 +17,7 @@
 /// | restarting | old passt being terminated, backoff, relaunch, handshake | link up -> running; too many failures -> failed |
 /// | stopping | stop in progress | passt gone, pending launch ended -> stopped |
 /// | stopped | stopped by the embedder | `async_start` -> starting |
-/// | failed | gave up (`last_error()`) | `async_start` -> starting; stop -> stopped |
+/// | failed | gave up (`last_error()`); a passt of the last attempt may still be terminating | `async_start` -> starting; stop -> stopping (-> stopped once that passt is gone) |
 ///
 /// How it behaves:
 /// - Start: the options are turned into argv once. `--vhost-user` follows
@@ -39,8 +39,10 @@
 /// - Stop (`async_stop`, `stop`, the destructor): link down, a pending
 ///   launch is cancelled (the launcher kills what it started), the session
 ///   is detached with `errc::stopped`, passt gets SIGTERM, then SIGKILL after
-///   `stop_grace`, is reaped and its pidfile and directory removed. Safe from
-///   any state and idempotent. A stop before the first link up leaves
+///   `stop_grace`, is reaped and its pidfile and directory removed; so are
+///   old passts still being terminated after a restart or a failed attempt
+///   (also in `failed`), each within its own grace. Safe from any state and
+///   idempotent. A stop before the first link up leaves
 ///   `last_error()` `errc::stopped` with a message saying so.
 /// - Frames: when the session is a FrameTransport (the stream session is),
 ///   the lifecycle is one too, forwarding to the session: while passt is
@@ -265,8 +267,8 @@ public:
                 asio::default_completion_token_t<executor_type>>
   auto async_stop(Token&& token = asio::default_completion_token_t<executor_type>{});
 
-  /// Stops synchronously: blocks until passt is gone (at most about
-  /// `stop_grace` plus a reap). A pending launch is cancelled; what it
+  /// Stops synchronously: blocks until passt and every old passt still
+  /// being terminated are gone (at most about `stop_grace` plus a reap). A pending launch is cancelled; what it
   /// started is killed when its completion runs (or when the executor's
   /// context is destroyed). Emits `link_down` and `stopped`.
   void stop() noexcept;

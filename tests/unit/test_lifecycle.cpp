@@ -864,3 +864,56 @@ TEST_CASE("events raised inside a callback are delivered after it, in order, to 
   CHECK(states.back() == lifecycle_state::stopped);
   CHECK(r.passts.back().process->status().has_value());
 }
+
+TEST_CASE("a stop ends every passt still being shut down: the one a restart replaces, a failed attempt's") {
+  auto config = quick();
+  config.stop_grace = 500ms;
+  const testing::launch_script stubborn{testing::launch_script::outcome::ready, {}, {}, false};  // only SIGKILL ends it
+  SECTION("blocking stop and destruction while a restart waits for the old passt") {
+    const bool destroy = GENERATE(false, true);
+    rig r(config);
+    r.launcher.script(stubborn);
+    REQUIRE_FALSE(r.start());
+    r.life->async_receive([](std::error_code, netpasst::frame_batch) {});  // notices the loss
+    r.passts.back().transport.close();  // connection lost, passt keeps running
+    REQUIRE(r.until([&] { return r.count(lifecycle_event_kind::link_down) == 1; }));
+    const auto old = r.passts.front().process;
+    REQUIRE(old->signals() == std::vector<int>{SIGTERM});
+    const auto t0 = std::chrono::steady_clock::now();
+    if (destroy) {
+      r.life.reset();
+    } else {
+      r.life->stop();
+      CHECK(r.life->state() == lifecycle_state::stopped);
+      CHECK(r.count(lifecycle_event_kind::stopped) == 1);
+    }
+    CHECK(old->status().has_value());
+    CHECK(std::chrono::steady_clock::now() - t0 < 2 * config.stop_grace);
+  }
+  SECTION("from failed, while the failed handshake's passt is in its grace") {
+    const bool blocking = GENERATE(false, true);
+    asio::io_context io;
+    testing::scripted_launcher launcher(io);
+    memory_lifecycle life(launcher, {}, config);
+    launcher.script(stubborn);
+    life.next_layer().script_handshake(std::make_error_code(std::errc::protocol_error));
+    std::optional<std::error_code> started, stopped;
+    life.async_start([&](std::error_code ec) { started = ec; });
+    REQUIRE(run_until(io, [&] { return started.has_value(); }, 10s));
+    REQUIRE(life.state() == lifecycle_state::failed);
+    REQUIRE(launcher.processes().size() == 1);
+    const auto proc = launcher.processes().front();
+    REQUIRE_FALSE(proc->status().has_value());
+    if (blocking) {
+      life.stop();
+    } else {
+      life.async_stop([&](std::error_code ec) { stopped = ec; });
+      CHECK(life.state() == lifecycle_state::stopping);
+      REQUIRE(run_until(io, [&] { return stopped.has_value(); }, 10s));
+      CHECK_FALSE(*stopped);
+    }
+    CHECK(life.state() == lifecycle_state::stopped);
+    CHECK(proc->status().has_value());
+    CHECK(life.last_error() == std::errc::protocol_error);
+  }
+}

@@ -77,7 +77,9 @@ public:
   std::optional<process_type> process_;
   std::vector<std::string> argv_;
   std::uint64_t generation_ = 0, attempt_ = 0;
-  unsigned consecutive_failures_ = 0, ops_pending_ = 0, terminations_pending_ = 0;
+  unsigned consecutive_failures_ = 0, ops_pending_ = 0;
+  /// Old passts being terminated in the background, and when each gets SIGKILL.
+  std::vector<std::pair<std::shared_ptr<process_type>, clock::time_point>> terminating_;
   clock::time_point started_at_{};
   bool admin_up_ = true, backoff_armed_ = false;
   bool attempt_active_ = false;  ///< A launch, handshake or running passt belongs to `attempt_`.
@@ -187,8 +189,8 @@ public:
         return set_state(lifecycle_state::stopped);
       case lifecycle_state::failed:
         session_.detach(errc::stopped);
-        set_state(lifecycle_state::stopped);
-        return emit(event(lifecycle_event_kind::stopped));
+        set_state(lifecycle_state::stopping);
+        return finish_stop_if_done();
       default: break;
     }
     const bool was_up = visible_link_up();
@@ -213,11 +215,15 @@ public:
     if (state_ == lifecycle_state::starting) stopped_before_up();
     abandon_attempt();
     session_.detach(errc::stopped);
+    std::error_code ignored;
     if (process_) {
-      std::error_code ignored;
       process_->terminate(config_.stop_grace, ignored);
       process_.reset();
     }
+    for (auto& [p, kill_at] : std::exchange(terminating_, {}))
+      p->terminate(std::max(std::chrono::ceil<std::chrono::milliseconds>(kill_at - clock::now()),
+                            std::chrono::milliseconds(0)),
+                   ignored);
     set_state(lifecycle_state::stopped);
     if (!with_events) return;
     if (was_up) emit(event(lifecycle_event_kind::link_down, old_pid, errc::stopped, "stopped"));
@@ -345,7 +351,7 @@ private:
     if (process_) terminate_async(take_process());
     if (first && !config_.restart.retry_first_start) return fail(ec, last_message_);
     set_state(lifecycle_state::restarting);
-    if (terminations_pending_ == 0) schedule_attempt();
+    if (terminating_.empty()) schedule_attempt();
   }
 
   /// The running passt is lost: link down, terminate it, then restart.
@@ -365,12 +371,13 @@ private:
   /// Ends `p` without blocking; once every old passt is gone, restarts or
   /// finishes a stop.
   void terminate_async(process_type p) {
-    ++terminations_pending_;
     auto held = std::make_shared<process_type>(std::move(p));
+    terminating_.emplace_back(held, clock::now() + config_.stop_grace);
     held->async_terminate(config_.stop_grace, [self = this->shared_from_this(), held](std::error_code ec) {
-      --self->terminations_pending_;
+      if (!std::erase_if(self->terminating_, [&](const auto& t) { return t.first == held; }))
+        return;  // a blocking stop ended it
       if (ec && !self->cleanup_error_) self->cleanup_error_ = ec;
-      if (self->terminations_pending_ != 0) return;
+      if (!self->terminating_.empty()) return;
       if (self->state_ == lifecycle_state::stopping) self->finish_stop_if_done();
       else if (self->state_ == lifecycle_state::restarting && !self->backoff_armed_ && !self->attempt_active_)
         self->schedule_attempt();
@@ -419,7 +426,7 @@ private:
   }
 
   void finish_stop_if_done() {
-    if (state_ != lifecycle_state::stopping || ops_pending_ != 0 || terminations_pending_ != 0) return;
+    if (state_ != lifecycle_state::stopping || ops_pending_ != 0 || !terminating_.empty()) return;
     set_state(lifecycle_state::stopped);
     emit(event(lifecycle_event_kind::stopped));
   }
