@@ -42,8 +42,9 @@
 ///   `stop_grace`, is reaped and its pidfile and directory removed; so are
 ///   old passts still being terminated after a restart or a failed attempt
 ///   (also in `failed`), each within its own grace. Safe from any state and
-///   idempotent. A stop before the first link up leaves
-///   `last_error()` `errc::stopped` with a message saying so.
+///   idempotent. A stop before the first link up since `async_start` (also
+///   while `retry_first_start` retries) leaves `last_error()`
+///   `errc::stopped` with a message saying so.
 /// - Frames: when the session is a FrameTransport (the stream session is),
 ///   the lifecycle is one too, forwarding to the session: while passt is
 ///   being replaced, sends are refused with `errc::would_block` and receives

@@ -917,3 +917,22 @@ TEST_CASE("a stop ends every passt still being shut down: the one a restart repl
     CHECK(life.last_error() == std::errc::protocol_error);
   }
 }
+
+TEST_CASE("retry_first_start: a stop while restarting before any link up leaves errc::stopped, saying so") {
+  auto config = quick();
+  config.restart.retry_first_start = true;
+  const bool blocking = GENERATE(false, true);
+  rig r(config);
+  r.launcher.script({testing::launch_script::outcome::fail});
+  r.launcher.script({testing::launch_script::outcome::never_ready});
+  std::optional<std::error_code> started;
+  r.life->async_start([&](std::error_code ec) { started = ec; });
+  REQUIRE(r.until([&] { return r.launcher.launches() == 2; }));
+  REQUIRE(r.life->state() == lifecycle_state::restarting);
+  if (blocking) r.life->stop();
+  else CHECK_FALSE(r.stop());
+  REQUIRE(r.until([&] { return started.has_value(); }));
+  CHECK(*started == errc::stopped);
+  CHECK(r.life->last_error() == errc::stopped);
+  CHECK(r.life->last_error_message() == "stopped before passt was up");
+}

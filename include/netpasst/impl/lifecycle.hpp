@@ -76,7 +76,7 @@ public:
   lifecycle_state state_ = lifecycle_state::idle;
   std::optional<process_type> process_;
   std::vector<std::string> argv_;
-  std::uint64_t generation_ = 0, attempt_ = 0;
+  std::uint64_t generation_ = 0, start_generation_ = 0, attempt_ = 0;
   unsigned consecutive_failures_ = 0, ops_pending_ = 0;
   /// Old passts being terminated in the background, and when each gets SIGKILL.
   std::vector<std::pair<std::shared_ptr<process_type>, clock::time_point>> terminating_;
@@ -157,6 +157,7 @@ public:
       default: return;
     }
     consecutive_failures_ = 0;
+    start_generation_ = generation_;
     last_error_ = {};
     last_message_.clear();
     std::vector<diagnostic> problems;
@@ -195,7 +196,7 @@ public:
     }
     const bool was_up = visible_link_up();
     const pid_t old_pid = pid();
-    if (state_ == lifecycle_state::starting) stopped_before_up();
+    stopped_before_up();
     set_state(lifecycle_state::stopping);
     abandon_attempt();
     session_.detach(errc::stopped);
@@ -212,7 +213,7 @@ public:
     }
     const bool was_up = visible_link_up();
     const pid_t old_pid = pid();
-    if (state_ == lifecycle_state::starting) stopped_before_up();
+    stopped_before_up();
     abandon_attempt();
     session_.detach(errc::stopped);
     std::error_code ignored;
@@ -420,7 +421,11 @@ private:
     emit(event(lifecycle_event_kind::failed, 0, ec, std::move(reason)));
   }
 
+  /// A stop while no link came up since start() says so in last_error().
   void stopped_before_up() {
+    if ((state_ != lifecycle_state::starting && state_ != lifecycle_state::restarting) ||
+        generation_ != start_generation_)
+      return;
     last_error_ = errc::stopped;
     last_message_ = "stopped before passt was up";
   }
