@@ -936,3 +936,22 @@ TEST_CASE("retry_first_start: a stop while restarting before any link up leaves 
   CHECK(r.life->last_error() == errc::stopped);
   CHECK(r.life->last_error_message() == "stopped before passt was up");
 }
+
+TEST_CASE("restarts disabled: inside the link_down callback the lifecycle is already failed, as the state table says") {
+  auto config = quick();
+  config.restart.enabled = false;
+  rig r(config);
+  REQUIRE_FALSE(r.start());
+  std::optional<lifecycle_state> state;
+  std::string status;
+  r.life->subscribe([&](const lifecycle_event& e) {
+    if (e.kind == lifecycle_event_kind::link_down) state = r.life->state(), status = r.life->status();
+  });
+  r.passts.back().process->exit(3);
+  REQUIRE(r.until([&] { return r.count(lifecycle_event_kind::failed) == 1; }));
+  CHECK(state == lifecycle_state::failed);
+  CHECK_THAT(status, Catch::StartsWith("stream,failed: ") && Catch::Contains("exited with status 3"));
+  using k = lifecycle_event_kind;
+  CHECK(r.events.back().kind == k::failed);
+  CHECK(r.events[r.events.size() - 2].kind == k::link_down);
+}

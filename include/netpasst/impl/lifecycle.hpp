@@ -363,10 +363,12 @@ private:
     const bool was_up = admin_up_;
     const pid_t old_pid = pid();
     abandon_attempt();
-    set_state(lifecycle_state::restarting);
+    const bool restart = config_.restart.enabled;
+    set_state(restart ? lifecycle_state::restarting : lifecycle_state::failed);
     session_.detach({});
     terminate_async(take_process());
     if (was_up) emit(event(lifecycle_event_kind::link_down, old_pid, ec, std::move(reason)));
+    if (!restart && state_ == lifecycle_state::failed) fail(ec, last_message_);
   }
 
   /// Ends `p` without blocking; once every old passt is gone, restarts or
