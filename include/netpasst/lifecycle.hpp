@@ -24,6 +24,8 @@
 ///   from the session's `mode`; options whose `vhost-user` asks for the
 ///   other mode are refused (`errc::invalid_options`, naming
 ///   `/vhost-user`) before anything is spawned, like any invalid option.
+///   A start from `failed` launches once the passt the failure left
+///   terminating is gone.
 /// - passt dies (its pidfd) or the session reports its connection lost: the
 ///   link goes down (`link_down`, whose `reason` says how passt ended when
 ///   it is known within `loss_settle`), the session is detached (it keeps

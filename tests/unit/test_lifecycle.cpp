@@ -955,3 +955,23 @@ TEST_CASE("restarts disabled: inside the link_down callback the lifecycle is alr
   CHECK(r.events.back().kind == k::failed);
   CHECK(r.events[r.events.size() - 2].kind == k::link_down);
 }
+
+TEST_CASE("a start from failed launches only once the passt the failure left behind is gone") {
+  auto config = quick();
+  config.restart.enabled = false;
+  config.stop_grace = 300ms;
+  rig r(config);
+  r.launcher.script({testing::launch_script::outcome::ready, {}, {}, false});  // only SIGKILL ends it
+  REQUIRE_FALSE(r.start());
+  r.life->async_receive([](std::error_code, netpasst::frame_batch) {});  // notices the loss
+  r.passts.back().transport.close();
+  REQUIRE(r.until([&] { return r.life->state() == lifecycle_state::failed; }));
+  const auto old = r.passts.front().process;
+  REQUIRE_FALSE(old->status().has_value());
+  std::optional<std::error_code> started;
+  r.life->async_start([&](std::error_code ec) { started = ec; });
+  REQUIRE(r.until([&] { return r.launcher.launches() == 2; }));
+  CHECK(old->status().has_value());
+  REQUIRE(r.until([&] { return started.has_value(); }));
+  CHECK_FALSE(*started);
+}

@@ -178,7 +178,7 @@ public:
     }
     set_state(lifecycle_state::starting);
     emit(event(lifecycle_event_kind::starting));
-    if (state_ == lifecycle_state::starting) launch();
+    if (state_ == lifecycle_state::starting && terminating_.empty()) launch();  // else once they are gone
   }
 
   void stop() {
@@ -371,8 +371,8 @@ private:
     if (!restart && state_ == lifecycle_state::failed) fail(ec, last_message_);
   }
 
-  /// Ends `p` without blocking; once every old passt is gone, restarts or
-  /// finishes a stop.
+  /// Ends `p` without blocking; once every old passt is gone, launches,
+  /// restarts or finishes a stop.
   void terminate_async(process_type p) {
     auto held = std::make_shared<process_type>(std::move(p));
     terminating_.emplace_back(held, clock::now() + config_.stop_grace);
@@ -382,6 +382,7 @@ private:
       if (ec && !self->cleanup_error_) self->cleanup_error_ = ec;
       if (!self->terminating_.empty()) return;
       if (self->state_ == lifecycle_state::stopping) self->finish_stop_if_done();
+      else if (self->state_ == lifecycle_state::starting && !self->attempt_active_) self->launch();
       else if (self->state_ == lifecycle_state::restarting && !self->backoff_armed_ && !self->attempt_active_)
         self->schedule_attempt();
     });
