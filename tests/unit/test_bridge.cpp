@@ -355,7 +355,7 @@ TEST_CASE("bridge: the bridge hands the source's views to the destination (no co
   CHECK(counters.a_to_b.dropped_at_end == 0);
 }
 
-TEST_CASE("bridge: stop() ends a run without error; the transports stay usable for the next run") {
+TEST_CASE("bridge: stop() ends a run without error, the transports stay usable for the next run") {
   rig r;
   netpasst::basic_bridge bridge(r.inner_a, r.inner_b);
   CHECK_FALSE(bridge.running());
@@ -505,7 +505,7 @@ TEST_CASE("bridge: destroying a basic_bridge ends its run with operation_aborted
   CHECK(*r.result == asio::error::operation_aborted);
 }
 
-TEST_CASE("bridge: the handler's executor and allocator are used; the state is freed before the handler runs") {
+TEST_CASE("bridge: the handler's executor and allocator are used, the state is freed before the handler runs") {
   rig r;
   auto strand = asio::make_strand(r.io);
   allocation_log log;

@@ -128,7 +128,7 @@ TEST_CASE("checksum: kernel frames: the located field holds a checksum that a pa
   }
 }
 
-TEST_CASE("checksum: completion refuses a field outside the data; 0 is written as 0xffff") {
+TEST_CASE("checksum: completion refuses a field outside the data, 0 is written as 0xffff") {
   bytes data(20, std::byte{0});
   CHECK_FALSE(complete_partial_checksum(data, 21, 0));
   CHECK_FALSE(complete_partial_checksum(data, 10, 9));

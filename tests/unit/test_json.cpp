@@ -149,7 +149,7 @@ TEST_CASE("strictness: every problem is reported with its pointer") {
   }
 }
 
-TEST_CASE("text and stream input; syntax errors are one diagnostic") {
+TEST_CASE("text and stream input, syntax errors are one diagnostic") {
   std::vector<diagnostic> d;
   CHECK(netpasst::options_from_json(std::string(R"({"mtu": 1500})"), d)->mtu == 1500);
   std::istringstream in(R"({"tcp-ports": ["22"]})");

@@ -408,7 +408,7 @@ TEMPLATE_TEST_CASE("passt's error output keeps its last lines", "", netpasst::da
   CHECK(p.failure_message() == "passt exited with status 1: the decisive last line");
 }
 
-TEST_CASE("private directories a dead owner left are removed; a live owner's are kept") {
+TEST_CASE("private directories a dead owner left are removed, a live owner's are kept") {
   env e;
   const auto stale = e.runtime / "netpasst-999999999.12345-abcdef";  // no such pid
   const auto live = e.runtime / (netpasst::detail::private_directory_prefix(::getpid()) + "keepme");
@@ -653,7 +653,7 @@ TEMPLATE_TEST_CASE("async_wait_exit completes when passt is SIGKILLed", "", netp
   CHECK(ec == errc::not_running);
 }
 
-TEMPLATE_TEST_CASE("async_terminate stops a running passt; cancel aborts a wait", "", netpasst::daemon_launcher,
+TEMPLATE_TEST_CASE("async_terminate stops a running passt, cancel aborts a wait", "", netpasst::daemon_launcher,
                    netpasst::foreground_launcher) {
   env e;
   TestType launcher(e.io, e.config);

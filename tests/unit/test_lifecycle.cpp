@@ -276,7 +276,7 @@ TEST_CASE("a lost connection: link down says so after the settle time, or how pa
   }
 }
 
-TEST_CASE("a receive made before start gets passt's frame; views stay valid; another after a restart") {
+TEST_CASE("a receive made before start gets passt's frame, views stay valid, another after a restart") {
   rig r;
   std::optional<std::error_code> received;
   std::vector<std::byte> copy;
@@ -340,7 +340,7 @@ TEST_CASE("a passt that keeps failing is retried with growing delays naming why,
   CHECK(r.life->state() == lifecycle_state::running);
 }
 
-TEST_CASE("crash-loop guard: passts that die young count as failures; one that lived long resets the count") {
+TEST_CASE("crash-loop guard: passts that die young count as failures, one that lived long resets the count") {
   auto config = quick();
   config.restart.max_attempts = 3;
   config.restart.min_uptime = 200ms;
@@ -381,7 +381,7 @@ TEST_CASE("restarts disabled: the first loss ends the lifecycle with its cause")
   CHECK(r.launcher.launches() == 1);
 }
 
-TEST_CASE("a first start that fails reports the launcher's words; retry_first_start retries") {
+TEST_CASE("a first start that fails reports the launcher's words, retry_first_start retries") {
   SECTION("no retry") {
     rig r;
     r.launcher.script({testing::launch_script::outcome::fail, errc::passt_exited,
@@ -402,7 +402,7 @@ TEST_CASE("a first start that fails reports the launcher's words; retry_first_st
   }
 }
 
-TEST_CASE("a failed handshake counts as a failed launch; its passt is terminated; the next attempt succeeds") {
+TEST_CASE("a failed handshake counts as a failed launch, its passt is terminated, the next attempt succeeds") {
   asio::io_context io;
   testing::scripted_launcher launcher(io);
   auto config = quick();
@@ -431,7 +431,7 @@ TEST_CASE("a failed handshake counts as a failed launch; its passt is terminated
   CHECK(life.next_layer().held_socket() == -1);
 }
 
-TEST_CASE("link set down drops frames both ways and says so; set up again restores it") {
+TEST_CASE("link set down drops frames both ways and says so, set up again restores it") {
   rig r;
   REQUIRE_FALSE(r.start());
   r.life->set_link(false);
@@ -478,7 +478,7 @@ TEST_CASE("while passt restarts, sends are refused as would_block and a writable
   CHECK(r.life->try_send(f, ec));
 }
 
-TEST_CASE("stop from every state ends everything; pending operations end with stopped") {
+TEST_CASE("stop from every state ends everything, pending operations end with stopped") {
   SECTION("idle") {
     rig r;
     CHECK_FALSE(r.stop());

@@ -67,7 +67,7 @@ template <class Predicate> bool run_until(asio::io_context& io, Predicate done) 
 
 } // namespace
 
-TEST_CASE("memory_transport: frames go through in order; in batches") {
+TEST_CASE("memory_transport: frames go through in order, in batches") {
   asio::io_context io;
   memory_transport_options options;
   options.max_batch_frames = 3;
@@ -221,7 +221,7 @@ TEST_CASE("memory_transport: destroying the peer wakes a pending receive") {
   CHECK(r.ec == errc::connection_closed);
 }
 
-TEST_CASE("memory_transport: cancel aborts pending operations; the transport stays usable") {
+TEST_CASE("memory_transport: cancel aborts pending operations, the transport stays usable") {
   asio::io_context io;
   memory_transport_options options;
   options.queue_frames = 1;
@@ -336,7 +336,7 @@ TEST_CASE("memory_transport: use_future with the io_context on another thread") 
 }
 
 #ifdef ASIO_HAS_CO_AWAIT
-TEST_CASE("memory_transport: use_awaitable; echo between two coroutines") {
+TEST_CASE("memory_transport: use_awaitable, echo between two coroutines") {
   asio::io_context io;
   auto [a, b] = make_memory_transport_pair(io);
   int echoed = 0;
@@ -371,7 +371,7 @@ TEST_CASE("memory_transport: use_awaitable; echo between two coroutines") {
 }
 #endif
 
-TEST_CASE("memory_transport: one thread per end; with backpressure (TSan)") {
+TEST_CASE("memory_transport: one thread per end, with backpressure (TSan)") {
   asio::io_context io_a, io_b;
   memory_transport_options options;
   options.queue_frames = 8;

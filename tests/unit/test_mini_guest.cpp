@@ -102,7 +102,7 @@ std::string as_text(const bytes& b) { return {reinterpret_cast<const char*>(b.da
 
 } // namespace
 
-TEST_CASE("mini_guest: lease; ARP; UDP round trip and ping against a scripted passt") {
+TEST_CASE("mini_guest: lease, ARP, UDP round trip and ping against a scripted passt") {
   bench b;
   CHECK_FALSE(b.guest.lease());
   const auto lease = b.dhcp();
@@ -197,7 +197,7 @@ TEST_CASE("mini_guest: UDP and ping need an address") {
   CHECK_FALSE(b.udp("static").ec);
 }
 
-TEST_CASE("mini_guest: one operation at a time; cancel") {
+TEST_CASE("mini_guest: one operation at a time, cancel") {
   bench b;
   b.passt.config().arp = false;
   bench::outcome<mac_address> first;
@@ -216,7 +216,7 @@ TEST_CASE("mini_guest: one operation at a time; cancel") {
   CHECK_FALSE(b.arp(gateway_ip).ec); // usable again
 }
 
-TEST_CASE("mini_guest: answers ARP for its own address; counts malformed frames") {
+TEST_CASE("mini_guest: answers ARP for its own address, counts malformed frames") {
   bench b;
   REQUIRE_FALSE(b.dhcp().ec);
   std::array<std::byte, packet::arp_frame_size> request;
@@ -331,7 +331,7 @@ TEST_CASE("mini_guest: use_future with the io_context on another thread") {
 }
 
 #ifdef ASIO_HAS_CO_AWAIT
-TEST_CASE("mini_guest: use_awaitable; the demo sequence as a coroutine") {
+TEST_CASE("mini_guest: use_awaitable, the demo sequence as a coroutine") {
   bench b;
   std::string echoed;
   bool finished = false;
@@ -353,7 +353,7 @@ TEST_CASE("mini_guest: use_awaitable; the demo sequence as a coroutine") {
 }
 #endif
 
-TEST_CASE("mini_guest: per-operation cancellation through the token's slot; the guest keeps working") {
+TEST_CASE("mini_guest: per-operation cancellation through the token's slot, the guest keeps working") {
   bench b;
   b.passt.config().dhcp = false;
   asio::cancellation_signal cancel;

@@ -114,7 +114,7 @@ TEST_CASE("Ethernet header") {
   CHECK(write_ethernet_header(small, passt_mac, guest_mac, 1) == 0);
 }
 
-TEST_CASE("ARP: known bytes; round trip; refusals") {
+TEST_CASE("ARP: known bytes, round trip, refusals") {
   bytes f(arp_frame_size);
   const arp_packet request{arp_operation::request, guest_mac, guest_ip, {}, gateway_ip};
   REQUIRE(build_arp_frame(f, request, mac_address::broadcast()) == 42);
@@ -145,7 +145,7 @@ TEST_CASE("ARP: known bytes; round trip; refusals") {
   CHECK(build_arp_frame(std::span(f).first(41), request, mac_address::broadcast()) == 0);
 }
 
-TEST_CASE("UDP frame: known checksums; round trip; in-place payload") {
+TEST_CASE("UDP frame: known checksums, round trip, in-place payload") {
   const frame_addresses a{guest_mac, passt_mac, guest_ip, gateway_ip};
   bytes f(100);
   const bytes payload = text("ping");
@@ -215,7 +215,7 @@ TEST_CASE("IPv4 refusals") {
   CHECK_THROWS_AS(parse_ipv4(std::span(packet).first(3)), std::system_error);
 }
 
-TEST_CASE("UDP refusals; zero checksum accepted") {
+TEST_CASE("UDP refusals, zero checksum accepted") {
   const frame_addresses a{guest_mac, passt_mac, guest_ip, gateway_ip};
   bytes f(100);
   f.resize(build_udp_frame(f, a, 40000, 7, text("ping")));
@@ -247,7 +247,7 @@ TEST_CASE("UDP refusals; zero checksum accepted") {
   CHECK(ec == guest_errc::unsupported_packet);
 }
 
-TEST_CASE("ICMP echo: known checksum; round trip; refusals") {
+TEST_CASE("ICMP echo: known checksum, round trip, refusals") {
   const frame_addresses a{guest_mac, passt_mac, guest_ip, gateway_ip};
   bytes f(100);
   f.resize(build_icmp_echo_frame(f, a, icmp_type::echo_request, 0x1234, 1, text("abc")));
@@ -387,7 +387,7 @@ TEST_CASE("DHCP: option overload continues into file and sname") {
   CHECK(m.mtu == 1500);
 }
 
-TEST_CASE("DHCP: round trip through build_dhcp; long search list split") {
+TEST_CASE("DHCP: round trip through build_dhcp, long search list split") {
   dhcp_message m;
   m.op = 2;
   m.xid = 0xdeadbeef;

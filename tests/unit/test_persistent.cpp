@@ -185,7 +185,7 @@ TEST_CASE("persistent: cancellation through the slot, and cancel(), end only pen
   CHECK(x.p.attached());
 }
 
-TEST_CASE("persistent: a second receive is refused; tokens use_future and deferred") {
+TEST_CASE("persistent: a second receive is refused, tokens use_future and deferred") {
   fixture x;
   x.connect();
   std::optional<std::error_code> first, second;
@@ -204,7 +204,7 @@ TEST_CASE("persistent: a second receive is refused; tokens use_future and deferr
   CHECK_FALSE(*writable);
 }
 
-TEST_CASE("stream_session: attach makes a stream transport; a bad socket fails the attach") {
+TEST_CASE("stream_session: attach makes a stream transport, a bad socket fails the attach") {
   asio::io_context io;
   netpasst::stream_session session(io);
   int pair[2];

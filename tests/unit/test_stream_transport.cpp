@@ -716,7 +716,7 @@ void fill_until_blocked(asio::io_context& ctx, stream_transport& t) {
 
 } // namespace
 
-TEST_CASE("a cancellation slot ends a pending receive or writable wait with operation_aborted; the transport stays usable") {
+TEST_CASE("a cancellation slot ends a pending receive or writable wait with operation_aborted, the transport stays usable") {
   const auto type = GENERATE(asio::cancellation_type::terminal, asio::cancellation_type::partial,
                              asio::cancellation_type::total);
   asio::io_context ctx;
