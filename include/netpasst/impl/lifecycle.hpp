@@ -133,7 +133,7 @@ public:
   }
 
   std::uint64_t subscribe(std::function<void(const lifecycle_event&)> handler) {
-    subscribers_.push_back(std::make_shared<subscriber>(++last_subscription_, std::move(handler)));
+    subscribers_.push_back(std::make_shared<subscriber>(subscriber{++last_subscription_, std::move(handler)}));
     return last_subscription_;
   }
   void unsubscribe(std::uint64_t id) noexcept {
