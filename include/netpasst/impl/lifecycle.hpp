@@ -368,6 +368,7 @@ private:
     session_.detach({});
     terminate_async(take_process());
     if (was_up) emit(event(lifecycle_event_kind::link_down, old_pid, ec, std::move(reason)));
+    // Unless a link_down callback stopped or restarted it meanwhile.
     if (!restart && state_ == lifecycle_state::failed) fail(ec, last_message_);
   }
 
