@@ -19,8 +19,11 @@
 
 #include <fcntl.h>
 #include <pwd.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <array>
@@ -153,6 +156,71 @@ TEMPLATE_TEST_CASE("real passt: launched, answers ARP on its socket, terminated 
   CHECK_FALSE(p.running());
   CHECK(gone(pid));
   CHECK_FALSE(std::filesystem::exists(dir));
+}
+
+TEST_CASE("real passt: a VMM in another PID namespace sharing the runtime directory keeps its directory") {
+  // Its pid means nothing in ours (or names another process), so only its
+  // lock on the directory tells our launch's sweep that it is live.
+  if (!netpasst::e2e::in_private_netns) {
+    WARN("not in the private network namespace (needs root): skipped");
+    return;
+  }
+  env e;
+  int ready[2], finish[2];
+  REQUIRE(::pipe2(ready, O_CLOEXEC) == 0);
+  REQUIRE(::pipe2(finish, O_CLOEXEC) == 0);
+  const pid_t outer = ::fork();
+  REQUIRE(outer >= 0);
+  if (outer == 0) {
+    ::close(ready[0]), ::close(finish[1]);
+    if (::unshare(CLONE_NEWPID | CLONE_NEWNS) != 0) ::_exit(10);
+    const pid_t init = ::fork();  // pid 1 of the new namespace
+    if (init < 0) ::_exit(11);
+    if (init > 0) {
+      int status = 0;
+      ::waitpid(init, &status, 0);
+      ::_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 12);
+    }
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        ::mount("proc", "/proc", "proc", 0, nullptr) != 0)
+      ::_exit(13);
+    int code = 0;
+    {
+      asio::io_context io;
+      netpasst::foreground_launcher launcher(io, e.config);
+      std::error_code ec;
+      passt_process p = launcher.launch({netpasst::e2e::passt_binary(), "--quiet"}, ec);
+      if (ec) ::_exit(14);
+      const std::string name = p.private_directory().filename().string();
+      if (::write(ready[1], name.data(), name.size()) != ssize_t(name.size())) ::_exit(15);
+      ::close(ready[1]);
+      char c;
+      (void)!::read(finish[0], &c, 1);  // until the test closes its end
+      p.terminate(2s, ec);
+      code = ec ? 16 : 0;
+    }
+    ::_exit(code);
+  }
+  ::close(ready[1]), ::close(finish[0]);
+  std::string name(256, '\0');
+  const ssize_t n = ::read(ready[0], name.data(), name.size());
+  ::close(ready[0]);
+  name.resize(n > 0 ? std::size_t(n) : 0);
+  const auto theirs = e.runtime / name;
+  const bool started = n > 0 && std::filesystem::is_directory(theirs);
+  if (started) {
+    netpasst::foreground_launcher launcher(e.io, e.config);  // sweeps the runtime directory
+    passt_process ours = launcher.launch({netpasst::e2e::passt_binary(), "--quiet"});
+    CHECK(std::filesystem::exists(theirs / "passt.pid"));
+    ours.terminate(2s);
+  }
+  ::close(finish[1]);
+  int status = -1;
+  REQUIRE(::waitpid(outer, &status, 0) == outer);
+  REQUIRE(started);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK_FALSE(std::filesystem::exists(theirs));  // removed by its owner
 }
 
 TEMPLATE_TEST_CASE("real passt: asynchronous launch, async_wait_exit after SIGKILL, async_terminate", "",

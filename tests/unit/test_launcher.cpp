@@ -24,7 +24,9 @@
 
 #include "../common/test_support.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -413,16 +415,35 @@ TEST_CASE("private directories a dead owner left are removed, a live owner's are
   const auto stale = e.runtime / "netpasst-999999999.12345-abcdef";  // no such pid
   const auto live = e.runtime / (netpasst::detail::private_directory_prefix(::getpid()) + "keepme");
   const auto foreign = e.runtime / "netpasst-not-ours";
-  for (const auto& d : {stale, live, foreign}) {
+  // An owner in another PID namespace: its pid means nothing here, but it
+  // holds its directory locked.
+  const auto other_namespace = e.runtime / "netpasst-999999998.12345-locked";
+  for (const auto& d : {stale, live, foreign, other_namespace}) {
     std::filesystem::create_directories(d);
     std::ofstream(d / "passt.pid") << "4242\n";
   }
+  unique_fd owner_lock(::open(other_namespace.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  REQUIRE(::flock(owner_lock.get(), LOCK_EX | LOCK_NB) == 0);
   netpasst::foreground_launcher launcher(e.io, e.config);
   passt_process p = launcher.launch({fake().good});
   CHECK_FALSE(std::filesystem::exists(stale));
   CHECK(std::filesystem::exists(live));
   CHECK(std::filesystem::exists(foreign));
+  CHECK(std::filesystem::exists(other_namespace / "passt.pid"));
+
+  // The directory of a running launch is locked the same way.
+  const auto own = p.private_directory();
+  REQUIRE_FALSE(own.empty());
+  unique_fd probe(::open(own.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  CHECK(::flock(probe.get(), LOCK_EX | LOCK_NB) == -1);
+  CHECK(errno == EWOULDBLOCK);
+
+  owner_lock.reset();  // that owner is gone: the next launch sweeps its directory
+  passt_process q = launcher.launch({fake().good});
+  CHECK_FALSE(std::filesystem::exists(other_namespace));
   p.terminate(1s);
+  q.terminate(1s);
+  CHECK_FALSE(std::filesystem::exists(own));
   std::filesystem::remove_all(live);
   std::filesystem::remove_all(foreign);
 }

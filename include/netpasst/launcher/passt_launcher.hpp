@@ -18,8 +18,11 @@
 ///
 /// Steps of a launch:
 /// 1. Private directory `netpasst-<our pid>.<our start time>-XXXXXX` (mkdtemp,
-///    ours, 0700). Directories of that form left by an owner that no longer
-///    runs (a VMM that was SIGKILLed) are removed first. When we are root and
+///    ours, 0700), held locked (flock, exclusive) until the process is
+///    cleaned up. Directories of that form left by an owner that no longer
+///    runs (a VMM that was SIGKILLed) are removed first; a directory whose
+///    named owner we cannot see but whose lock is held (a VMM in another PID
+///    namespace sharing the runtime directory) is kept. When we are root and
 ///    passt will drop to another user (`--runas`, else nobody), the directory
 ///    stays ours (0711, so that user can only reach the pidfile) and the
 ///    pidfile is created beforehand, owned by that user and our group, 0660

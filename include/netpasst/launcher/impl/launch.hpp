@@ -13,6 +13,7 @@
 
 #include <fcntl.h>
 #include <pwd.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -65,14 +66,18 @@ inline std::string process_start_time(pid_t pid) {
 }
 
 /// "netpasst-<pid>.<start time>-": the prefix of this process's private
-/// directories; a directory with another owner's prefix is stale once that
-/// owner no longer runs.
+/// directories. The pid alone cannot prove a directory stale: an owner in
+/// another PID namespace sharing the parent has a pid we cannot see, so each
+/// owner also holds an exclusive flock(2) on its directory for as long as it
+/// uses it (`create_private_directory`).
 inline std::string private_directory_prefix(pid_t pid) {
   return "netpasst-" + std::to_string(pid) + "." + process_start_time(pid) + "-";
 }
 
-/// Removes the private directories in `parent` whose owner process is gone
-/// (only directories of ours, never through a symlink).
+/// Removes the private directories in `parent` that are ours (same uid,
+/// never through a symlink), whose named owner no longer runs here and that
+/// no owner holds locked. The lock is held while removing, so an owner that
+/// locks a directory afterwards finds it unlinked.
 inline void remove_stale_private_directories(const std::filesystem::path& parent) {
   std::error_code ec;
   for (std::filesystem::directory_iterator it(parent, ec), end; !ec && it != end; it.increment(ec)) {
@@ -84,11 +89,34 @@ inline void remove_stale_private_directories(const std::filesystem::path& parent
     const long pid = std::strtol(name.c_str() + 9, &end_of_pid, 10);
     if (end_of_pid != name.c_str() + dot || pid <= 0) continue;
     if (name.compare(0, dash + 1, private_directory_prefix(pid_t(pid))) == 0) continue;  // its owner still runs
+    unique_fd directory(::open(it->path().c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
     struct stat st {};
-    if (::lstat(it->path().c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != ::geteuid()) continue;
+    if (!directory || ::fstat(directory.get(), &st) != 0 || st.st_uid != ::geteuid()) continue;
+    if (::flock(directory.get(), LOCK_EX | LOCK_NB) != 0) continue;  // an owner in another PID namespace
     std::error_code ignored;
     std::filesystem::remove_all(it->path(), ignored);
   }
+}
+
+/// Makes a private directory in `parent` and locks it (see
+/// `private_directory_prefix`); `lock` keeps it locked until closed. A
+/// sweeper that took the lock between mkdtemp and our flock is removing the
+/// directory: then another is made.
+inline std::string create_private_directory(const std::filesystem::path& parent, unique_fd& lock,
+                                            std::error_code& ec) {
+  for (int attempt = 0; attempt < 16; ++attempt) {
+    std::string path = (parent / (private_directory_prefix(::getpid()) + "XXXXXX")).string();
+    if (!::mkdtemp(path.data())) return ec = last_os_error(), std::string{};
+    unique_fd directory(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!directory) return ec = last_os_error(), ::rmdir(path.c_str()), std::string{};
+    struct stat st {};
+    if (::flock(directory.get(), LOCK_EX | LOCK_NB) == 0 && ::fstat(directory.get(), &st) == 0 && st.st_nlink > 0) {
+      lock = std::move(directory);
+      return path;
+    }
+  }
+  ec = std::make_error_code(std::errc::resource_unavailable_try_again);
+  return {};
 }
 
 /// The inode of the socket `fd`, 0 on error.
@@ -138,8 +166,8 @@ inline std::shared_ptr<process_state> start_passt(const asio::any_io_executor& e
     if (other_user && (::stat(parent.c_str(), &st) != 0 || !(st.st_mode & S_IXOTH))) parent = "/tmp";
   }
   remove_stale_private_directories(parent);
-  std::string dir = (parent / (private_directory_prefix(::getpid()) + "XXXXXX")).string();
-  if (!::mkdtemp(dir.data())) return fail_os("cannot create a private directory in " + parent.string());
+  const std::string dir = create_private_directory(parent, state->directory_lock, ec);
+  if (ec) return fail(ec, "cannot create a private directory in " + parent.string() + ": " + ec.message());
   state->directory = dir;
   state->pidfile = state->directory / "passt.pid";
   if (other_user) {

@@ -39,6 +39,7 @@ struct process_state : std::enable_shared_from_this<process_state> {
   std::string output, partial, failure;
   std::size_t output_limit = 64 * 1024;
   std::filesystem::path directory, pidfile;
+  unique_fd directory_lock;   // flock on `directory` while it is ours
   unique_fd err_fd;           // stderr pipe while no reader drains it
   std::shared_ptr<asio::posix::stream_descriptor> reader;
   std::vector<std::weak_ptr<asio::posix::stream_descriptor>> watches;
@@ -159,6 +160,7 @@ struct process_state : std::enable_shared_from_this<process_state> {
     std::error_code ignored;
     if (!pidfile.empty()) std::filesystem::remove(pidfile, ignored), pidfile.clear();
     if (!directory.empty()) std::filesystem::remove_all(directory, ignored), directory.clear();
+    directory_lock.reset();
   }
   /// A fresh descriptor on a dup of the pidfd: each wait registers anew, so an
   /// exit that happened before is reported at once.
