@@ -484,6 +484,17 @@ TEST_CASE("passt_process::adopt takes over a passt started elsewhere") {
   unique_fd a(pair[0]), b(pair[1]);
   none = passt_process::adopt({e.io.get_executor(), std::move(a), std::move(b), {}, false, {}}, ec);
   CHECK(ec == std::errc::bad_file_descriptor);
+
+  // Refused: no executor (its waits and stderr would have nowhere to run).
+  // Every descriptor given is closed.
+  passt_process another = launcher.launch({fake().good});
+  unique_fd another_pidfd(::fcntl(another.pidfd(), F_DUPFD_CLOEXEC, 3));
+  const int given = another_pidfd.get();
+  none = passt_process::adopt({{}, std::move(another_pidfd), another.take_socket(), {}, false, {}}, ec);
+  CHECK(ec == std::errc::invalid_argument);
+  CHECK(none.pid() == 0);
+  CHECK(::fcntl(given, F_GETFD) == -1);
+  another.terminate(1s);
 }
 
 TEST_CASE("daemon launcher: a pidfile without a pid above 1 is bad_pidfile") {

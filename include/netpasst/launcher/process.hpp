@@ -90,8 +90,9 @@ public:
   /// Takes over a running passt that an embedder's launcher started. The pid
   /// is read from the pidfd (/proc/self/fdinfo), never from a file. The
   /// stderr pipe, when given, is drained on `what.executor`.
-  /// Errors: `std::errc::bad_file_descriptor` (no pidfd or no socket, or the
-  /// pidfd is not one), `errc::process_gone` (the process already exited).
+  /// Errors: `std::errc::invalid_argument` (no executor),
+  /// `std::errc::bad_file_descriptor` (no pidfd or no socket, or the pidfd
+  /// is not one), `errc::process_gone` (the process already exited).
   /// On error nothing is kept: every descriptor given is closed.
   static passt_process adopt(adopted_passt what, std::error_code& ec);
   /// Throwing form of `adopt`. @throws std::system_error

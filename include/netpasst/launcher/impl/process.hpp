@@ -326,6 +326,7 @@ inline passt_process::~passt_process() {
 
 inline passt_process passt_process::adopt(adopted_passt what, std::error_code& ec) {
   ec.clear();
+  if (!what.executor) return ec = std::make_error_code(std::errc::invalid_argument), passt_process{};
   if (!what.pidfd || !what.socket) return ec = std::make_error_code(std::errc::bad_file_descriptor), passt_process{};
   const pid_t pid = detail::pid_of_pidfd(what.pidfd.get());
   if (pid == 0) return ec = std::make_error_code(std::errc::bad_file_descriptor), passt_process{};
