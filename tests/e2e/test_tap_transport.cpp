@@ -60,6 +60,7 @@ inline long readv(int fd, const iovec* parts, int count) { return ::readv(fd, pa
 #include <sys/socket.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -578,6 +579,61 @@ TEST_CASE("tap: cancel() and cancellation slots (terminal, partial, total) end a
   };
   receive();
   REQUIRE(run_until(io, [&] { return answered; }));
+}
+
+TEST_CASE("tap: a cancellation that lands after a receive's wait completed, before the receive resumed, still ends it") {
+  // On a strand run by two threads: a strand handler has the kernel queue a
+  // datagram on the tap; while the handler sleeps, the other thread
+  // completes the receive's wait and queues its continuation behind it. The
+  // handler then reads the frame away through a second descriptor and
+  // cancels, finding no wait to cancel. The receive resumes, reads nothing,
+  // and must not wait again on a quiet tap.
+  if (!usable()) return;
+  const bool through_slot = GENERATE(false, true);
+  asio::io_context io;
+  named_netns ns("nptap-late");
+  REQUIRE(sh("ip netns exec " + ns.name + " sysctl -qw net.ipv6.conf.default.disable_ipv6=1")); // no chatter
+  const auto strand = asio::make_strand(io);
+  netpasst::basic_tap_transport<asio::strand<asio::io_context::executor_type>> tap(
+      strand, netpasst::tap_device_options{"nptap0", ns.name, -1, std::nullopt});
+  REQUIRE(sh(ns.ip("link set dev nptap0 mtu 65521 up")));
+  REQUIRE(sh(ns.ip("address add 10.77.0.1/24 dev nptap0")));
+  REQUIRE(sh(ns.ip("neigh replace 10.77.0.2 lladdr 02:00:00:00:00:02 dev nptap0 nud permanent")));
+  const unique_fd sender = udp_socket_in(ns);
+  const unique_fd second(::fcntl(tap.native_handle(), F_DUPFD_CLOEXEC, 3));
+  REQUIRE(second);
+  std::vector<std::byte> scratch(70000);
+  while (::read(second.get(), scratch.data(), scratch.size()) > 0) {} // whatever came up with the link
+
+  asio::cancellation_signal signal;
+  std::promise<std::pair<std::error_code, std::size_t>> result;
+  std::atomic<int> read_away{0};
+  asio::post(strand, [&] {
+    tap.async_receive(asio::bind_cancellation_slot(signal.slot(), [&](std::error_code ec, frame_batch batch) {
+      result.set_value({ec, batch.size()});
+    }));
+  });
+  auto work = asio::make_work_guard(io);
+  std::thread first([&] { io.run(); });
+  std::this_thread::sleep_for(50ms); // the receive is waiting
+  asio::post(strand, [&] {
+    send_datagrams(sender.get(), 1, 100);
+    std::this_thread::sleep_for(200ms); // meanwhile the first thread's reactor completes the wait
+    while (::read(second.get(), scratch.data(), scratch.size()) > 0) ++read_away;
+    if (through_slot) signal.emit(asio::cancellation_type::terminal);
+    else tap.cancel();
+  });
+  std::thread other([&] { io.run(); });
+  auto outcome = result.get_future();
+  const bool ended = outcome.wait_for(3s) == std::future_status::ready;
+  if (!ended) asio::post(strand, [&] { tap.close(); }); // let the threads finish
+  work.reset();
+  first.join(), other.join();
+  REQUIRE(read_away == 1);
+  REQUIRE(ended);
+  const auto [ec, frames] = outcome.get();
+  CHECK(ec == asio::error::operation_aborted);
+  CHECK(frames == 0);
 }
 
 TEST_CASE("tap: close() ends pending operations with transport_closed; deleting the interface, connection_closed") {
