@@ -130,7 +130,9 @@ struct options {
 
   /// `hostname` -> `--hostname`: host name the DHCP server hands out.
   std::optional<std::string> hostname;
-  /// `debug` -> `--debug`: verbose log.
+  /// `debug` -> `--debug`: verbose log. Debian 12's passt (0.0~git20230309)
+  /// dies of SIGSEGV at the guest's first TCP connection with `debug` or
+  /// `trace` set; newer builds do not.
   std::optional<bool> debug;
   /// `trace` -> `--trace`: extra verbose log (implies debug; `--debug` is then
   /// not passed, passt refuses it twice).
