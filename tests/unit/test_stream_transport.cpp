@@ -363,6 +363,25 @@ TEST_CASE("sending to a closed peer reports connection_closed, without SIGPIPE")
   CHECK_FALSE(t.is_open());
 }
 
+TEST_CASE("a direct write whose ring flush fails reports the error, and the frame is not counted") {
+  asio::io_context ctx;
+  auto [ours, theirs] = socket_pair();
+  netpasst::stream_transport_config config;
+  config.direct_write_bytes = 1000;
+  config.write_mode = GENERATE(netpasst::stream_write_mode::every_passt,
+                               netpasst::stream_write_mode::any_split_passt_2024_07);
+  stream_transport t(ctx, std::move(ours), config);
+  std::error_code ec;
+  REQUIRE(t.try_send(make_frame(60, 1), ec)); // queued; its flush is posted, not run
+  REQUIRE(t.queued_bytes() == 64);
+  theirs.reset();
+  CHECK_FALSE(t.try_send(make_frame(2000, 2), ec)); // flushing the ring first fails with EPIPE
+  CHECK(ec == errc::connection_closed);
+  CHECK_FALSE(t.is_open());
+  CHECK(t.queued_bytes() == 0);
+  CHECK(t.counters().frames_sent == 1);
+}
+
 TEST_CASE("backpressure: would_block when full, writable again once the peer drains, nothing lost") {
   asio::io_context ctx;
   auto [ours, theirs] = socket_pair();

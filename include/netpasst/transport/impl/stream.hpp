@@ -146,6 +146,7 @@ public:
       if (send_size_ != 0) arm_write_wait();
       return true;
     }
+    if (error_) return ec = error_, false; // flushing the ring for a direct write failed
     if (config_.send_queue_bytes - send_size_ < record) return ec = errc::would_block, false;
     std::size_t tail = send_head_ + send_size_;
     if (tail >= config_.send_queue_bytes) tail -= config_.send_queue_bytes;
