@@ -33,7 +33,7 @@ enum class errc {
   not_running,           ///< The operation needs a running passt and there is none. (none)
   operation_in_progress, ///< An operation of this kind is already pending on the object. (none)
   passt_terminated,      ///< A running passt exited or was killed; the message says how. connection_lost
-  protocol_error,        ///< The peer broke the protocol spoken on the socket (vhost-user). connection_lost
+  protocol_error,        ///< The protocol on the socket broke (a vhost-user peer; a stream split against its write rule). connection_lost
   invalid_device_setup,  ///< A vhost-user request was refused before anything was sent; see its failure message. configuration_error
 };
 

@@ -197,6 +197,9 @@ template <class Executor> class stream_state;
 ///   socket: the stream cannot be trusted past that point.
 /// - `errc::connection_closed`: the peer closed the connection (EOF,
 ///   ECONNRESET or EPIPE). Whole frames received before are still delivered.
+/// - `errc::protocol_error`: the kernel took part of a write and then a
+///   later one (no Linux kernel does, see `stream_write_mode`): the byte
+///   stream is broken, and the transport closes its socket.
 /// - `errc::transport_closed`: `close()` was called (or the transport was
 ///   destroyed, for operations still pending then).
 /// - `asio::error::operation_aborted`: `cancel()` was called; the transport

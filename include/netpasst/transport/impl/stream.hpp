@@ -409,7 +409,7 @@ private:
       // Only a kernel that broke the facts of stream_write_mode takes part of
       // a write. If sendmmsg went on after it, the byte stream is broken;
       // else the rest of that write goes first next time.
-      if (i + 1 < std::size_t(done)) return fail(std::make_error_code(std::errc::protocol_error)), false;
+      if (i + 1 < std::size_t(done)) return fail(errc::protocol_error), false;
       if (open) open_write_ -= written;
       else sealed_[sealed_head_] -= std::uint32_t(written);
       socket_full_ = true;
