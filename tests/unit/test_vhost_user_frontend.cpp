@@ -477,3 +477,22 @@ TEST_CASE("vhost-user device session under a lifecycle: each passt gets the VMM'
   CHECK_FALSE(session.attached());
   CHECK(session.frontend() == nullptr);
 }
+
+TEST_CASE("vhost-user frontend: a request's reply timeout ends a pending closed wait with the timeout, not as cancelled") {
+  std::atomic<bool> answering{true};
+  connected c([&](scripted_backend& b) { b.gate = &answering; }, {.reply_timeout = 100ms});
+  vmm_memory memory;
+  auto& f = *c.frontend;
+  std::error_code ec;
+  f.open(ec);
+  REQUIRE_FALSE(ec);
+  answering = false; // the start's first message gets no answer in time
+  std::optional<std::error_code> started, closed;
+  f.async_wait_closed([&](std::error_code e) { closed = e; });
+  f.async_start(memory.setup(), [&](std::error_code e) { started = e; });
+  REQUIRE(netpasst::test::run_until(c.io, [&] { return started && closed; }, 10s));
+  CHECK(*started == errc::start_timeout);
+  CHECK(*closed == errc::start_timeout);
+  CHECK(std::string(f.failure_message()) == "SET_FEATURES: no reply within 100 ms");
+  answering = true;
+}

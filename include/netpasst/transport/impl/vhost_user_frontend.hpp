@@ -238,17 +238,13 @@ public:
   }
 
   /// One asynchronous wait of a request, bounded by the reply timeout: the
-  /// timer cancels the socket wait, and `end_wait` tells a timeout from a
-  /// cancellation.
+  /// timer fails the request, which ends the socket's waits with the
+  /// timeout (a mere cancel would end a pending closed wait as cancelled).
   template <class Handler> void wait(short wait_for, Handler&& handler) {
     const std::uint64_t generation = ++wait_generation_;
-    timed_out_ = false;
     reply_timer_.expires_after(config_.reply_timeout);
     reply_timer_.async_wait([self = this->shared_from_this(), generation](std::error_code ec) {
-      if (ec || generation != self->wait_generation_) return;
-      self->timed_out_ = true;
-      std::error_code ignored;
-      self->socket_.cancel(ignored);
+      if (!ec && generation == self->wait_generation_) self->fail_request(errc::start_timeout);
     });
     socket_.async_wait(wait_for == POLLIN ? asio::posix::descriptor_base::wait_read
                                           : asio::posix::descriptor_base::wait_write,
@@ -261,7 +257,6 @@ public:
     ++wait_generation_;
     reply_timer_.cancel();
     if (error_) ec = error_;
-    else if (timed_out_) ec = errc::start_timeout;
     if (ec) fail_request(ec);
     return ec;
   }
@@ -555,7 +550,6 @@ private:
   std::size_t in_wanted_ = 0, in_read_ = 0;
   std::uint32_t in_request_ = 0;
   std::uint64_t wait_generation_ = 0;
-  bool timed_out_ = false;
 };
 
 /// A request without blocking: advance, and wait (bounded by the reply
