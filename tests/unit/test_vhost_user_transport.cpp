@@ -565,3 +565,23 @@ TEST_CASE("vhost-user session under a lifecycle: a dead passt is replaced with a
   }
   life.stop();
 }
+
+TEST_CASE("vhost-user async handshake: a cancellation that lands while the open's completion is posted still ends it") {
+  // The GET_FEATURES reply is in the socket before the handshake begins and
+  // without protocol features SET_OWNER owes none: the open completes at
+  // once, posted, with no wait for a cancellation to reach.
+  const bool through_slot = GENERATE(false, true);
+  INFO("through the slot: " << through_slot);
+  pair_fixture p;
+  REQUIRE(netpasst::test::reply_u64(p.theirs.get(), 1, 1ull << 32));
+  asio::io_context io;
+  netpasst::vhost_user_transport t(io, std::move(p.ours), {.queue_size = 16, .reply_timeout = 200ms});
+  asio::cancellation_signal signal;
+  std::optional<std::error_code> done;
+  t.async_handshake(asio::bind_cancellation_slot(signal.slot(), [&](std::error_code ec) { done = ec; }));
+  if (through_slot) signal.emit(asio::cancellation_type::total);
+  else t.cancel();
+  REQUIRE(netpasst::test::run_until(io, [&] { return done.has_value(); }, 10s));
+  CHECK(*done == asio::error::operation_aborted);
+  CHECK_FALSE(t.is_open());
+}

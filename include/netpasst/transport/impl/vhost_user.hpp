@@ -436,11 +436,13 @@ struct vhost_user_handshake_op {
   std::shared_ptr<vhost_user_state<Executor>> state;
   enum { begin, opened, started, finished } stage = begin;
   std::error_code result;
+  std::uint64_t cancels = 0;
 
   template <class Self> void operator()(Self& self, std::error_code ec = {}) {
     switch (stage) {
     case begin:
       self.reset_cancellation_state(asio::enable_total_cancellation());
+      cancels = state->cancels().value();
       if ((result = state->begin_handshake())) {
         stage = finished;
         return asio::post(state->executor(), std::move(self));
@@ -448,6 +450,8 @@ struct vhost_user_handshake_op {
       stage = opened;
       return state->frontend().async_open(std::move(self));
     case opened:
+      // The open may have completed posted, with no wait a cancellation could end.
+      if (!ec && cancelled_since(self, state->cancels(), cancels)) ec = asio::error::operation_aborted;
       if ((result = state->after_open(ec))) break;
       stage = started;
       return state->frontend().async_start(state->setup(), std::move(self));
