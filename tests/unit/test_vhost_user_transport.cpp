@@ -15,11 +15,13 @@
 #include <catch2/catch.hpp>
 
 #include <asio/io_context.hpp>
+#include <asio/posix/stream_descriptor.hpp>
 #include <asio/post.hpp>
 #include <asio/strand.hpp>
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -29,6 +31,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <future>
 #include <list>
@@ -584,4 +587,34 @@ TEST_CASE("vhost-user async handshake: a cancellation that lands while the open'
   REQUIRE(netpasst::test::run_until(io, [&] { return done.has_value(); }, 10s));
   CHECK(*done == asio::error::operation_aborted);
   CHECK_FALSE(t.is_open());
+}
+
+TEST_CASE("vhost-user transport: a constructor that fails after mapping the shared memory leaves no mapping behind") {
+  asio::io_context io;
+  asio::posix::stream_descriptor reactor_first(io); // the reactor's own descriptors exist before the limit
+  const auto mappings = [] {
+    std::ifstream maps("/proc/self/maps");
+    std::size_t n = 0;
+    for (std::string line; std::getline(maps, line);) n += line.find("netpasst-vhost-user") != std::string::npos;
+    return n;
+  };
+  const std::size_t before = mappings();
+  pair_fixture p;
+  const int lowest_free = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  REQUIRE(lowest_free >= 0);
+  ::close(lowest_free);
+  rlimit old{};
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &old) == 0);
+  rlimit tight = old;
+  tight.rlim_cur = rlim_t(lowest_free) + 1; // the memfd fits, the first eventfd does not
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &tight) == 0);
+  std::error_code thrown;
+  try {
+    netpasst::vhost_user_transport t(io, std::move(p.ours), {.queue_size = 16});
+  } catch (const std::system_error& e) {
+    thrown = e.code();
+  }
+  ::setrlimit(RLIMIT_NOFILE, &old);
+  CHECK(thrown == std::errc::too_many_files_open);
+  CHECK(mappings() == before);
 }

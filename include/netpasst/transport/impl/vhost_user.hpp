@@ -143,19 +143,15 @@ public:
       throw os_failure("sealing the shared memory's size");
     void* mapped = ::mmap(nullptr, layout_.size, PROT_READ | PROT_WRITE, MAP_SHARED, memory_fd_.get(), 0);
     if (mapped == MAP_FAILED) throw os_failure("mmap of the shared memory");
-    memory_ = static_cast<std::byte*>(mapped);
+    memory_.reset(static_cast<std::byte*>(mapped));
     for (unique_fd& fd : events_) {
       fd = unique_fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
       if (!fd) throw os_failure("eventfd");
     }
-    for (int q = 0; q < 2; ++q) queue_[q] = {memory_, layout_.queue[q], config_.queue_size, 0, 0};
+    for (int q = 0; q < 2; ++q) queue_[q] = {memory_.get(), layout_.queue[q], config_.queue_size, 0, 0};
     handed_out_ = std::make_unique<std::uint16_t[]>(config_.queue_size);
     free_transmit_ = std::make_unique<std::uint16_t[]>(config_.queue_size);
     batch_ = std::make_unique<frame[]>(config_.max_batch_frames);
-  }
-
-  ~vhost_user_state() {
-    if (memory_) ::munmap(memory_, layout_.size);
   }
 
   const vhost_user_transport_config& config() const noexcept { return config_; }
@@ -380,7 +376,7 @@ private:
   }
 
   std::uint64_t address_of(std::size_t offset) const noexcept {
-    return std::uint64_t(reinterpret_cast<std::uintptr_t>(memory_ + offset));
+    return std::uint64_t(reinterpret_cast<std::uintptr_t>(memory_.get() + offset));
   }
 
   /// The device as the frontend hands it over: the shared memory as one
@@ -415,7 +411,12 @@ private:
   asio::posix::basic_stream_descriptor<Executor> receive_call_, transmit_call_;
   unique_fd memory_fd_;
   unique_fd events_[4]; // kick 0, kick 1, call 0, call 1 (the calls move into the descriptors)
-  std::byte* memory_ = nullptr;
+  /// Unmapped also when the constructor throws after mapping it.
+  struct unmap {
+    std::size_t size;
+    void operator()(std::byte* p) const noexcept { ::munmap(p, size); }
+  };
+  std::unique_ptr<std::byte, unmap> memory_{nullptr, unmap{layout_.size}};
   vhost::split_queue queue_[2];
   std::unique_ptr<std::uint16_t[]> handed_out_, free_transmit_;
   std::size_t handed_count_ = 0, free_count_ = 0;
