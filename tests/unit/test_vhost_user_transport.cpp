@@ -618,3 +618,29 @@ TEST_CASE("vhost-user transport: a constructor that fails after mapping the shar
   CHECK(thrown == std::errc::too_many_files_open);
   CHECK(mappings() == before);
 }
+
+TEST_CASE("vhost-user transport: a send the backend asked not to be notified of counts a suppressed kick") {
+  pair_fixture p;
+  scripted_backend backend;
+  std::thread peer([&] { backend.serve(p.theirs.get()); });
+  asio::io_context io;
+  netpasst::vhost_user_transport t(io, std::move(p.ours), {.queue_size = 16});
+  t.handshake();
+  REQUIRE(backend.memory_fd >= 0);
+  const netpasst::detail::vhost::memory_layout layout(16);
+  void* theirs = ::mmap(nullptr, layout.size, PROT_READ | PROT_WRITE, MAP_SHARED, backend.memory_fd, 0);
+  REQUIRE(theirs != MAP_FAILED);
+  const std::byte frame_bytes[60]{};
+  std::error_code ec;
+  REQUIRE(t.try_send(netpasst::frame(frame_bytes), ec));
+  CHECK(t.counters().kicks == 1);
+  CHECK(t.counters().kicks_suppressed == 0);
+  const std::uint16_t no_notify = 1; // VRING_USED_F_NO_NOTIFY in the transmit queue's used flags
+  std::memcpy(static_cast<std::byte*>(theirs) + layout.queue[1].used, &no_notify, sizeof no_notify);
+  REQUIRE(t.try_send(netpasst::frame(frame_bytes), ec));
+  CHECK(t.counters().kicks == 1);
+  CHECK(t.counters().kicks_suppressed == 1);
+  ::munmap(theirs, layout.size);
+  t.close();
+  peer.join();
+}

@@ -355,6 +355,7 @@ public:
     if (n > 0) {
       q.publish();
       if (q.wants_kick()) kick(1);
+      else ++counters_.kicks_suppressed;
     }
     return n;
   }
