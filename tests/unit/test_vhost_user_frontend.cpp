@@ -496,3 +496,37 @@ TEST_CASE("vhost-user frontend: a request's reply timeout ends a pending closed 
   CHECK(std::string(f.failure_message()) == "SET_FEATURES: no reply within 100 ms");
   answering = true;
 }
+
+TEST_CASE("vhost-user device session: destroyed with an attach or a lost wait pending, their completions do not use it") {
+  vmm_memory memory;
+  asio::io_context io;
+  int fds[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
+  netpasst::unique_fd ours(fds[0]), theirs(fds[1]);
+  scripted_backend backend;
+  auto session = std::make_unique<netpasst::vhost_user_device_session>(
+      io, [&](const netpasst::vhost_user_negotiation&) { return memory.setup(); });
+  std::optional<std::error_code> attached, lost;
+  SECTION("an attach the backend has not answered") {
+    session->async_attach(std::move(ours), [&](std::error_code ec) { attached = ec; });
+    netpasst::test::run_until(io, [] { return false; }, 0s);
+    CHECK_FALSE(attached);
+    session.reset();
+    REQUIRE(netpasst::test::run_until(io, [&] { return attached.has_value(); }, 10s));
+    CHECK(*attached == errc::transport_closed);
+  }
+  SECTION("a lost wait on an attached backend") {
+    std::thread peer([&] { backend.serve(theirs.get()); });
+    session->async_attach(std::move(ours), [&](std::error_code ec) { attached = ec; });
+    REQUIRE(netpasst::test::run_until(io, [&] { return attached.has_value(); }, 10s));
+    REQUIRE_FALSE(*attached);
+    session->async_wait_lost([&](std::error_code ec) { lost = ec; });
+    netpasst::test::run_until(io, [] { return false; }, 0s);
+    CHECK_FALSE(lost);
+    session.reset();
+    REQUIRE(netpasst::test::run_until(io, [&] { return lost.has_value(); }, 10s));
+    CHECK(*lost == asio::error::operation_aborted);
+    ::shutdown(theirs.get(), SHUT_RDWR);
+    peer.join();
+  }
+}

@@ -31,6 +31,7 @@
 
 #include <exception>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <system_error>
@@ -66,7 +67,9 @@ public:
 
   basic_vhost_user_device_session(const basic_vhost_user_device_session&) = delete;
   basic_vhost_user_device_session& operator=(const basic_vhost_user_device_session&) = delete;
-  /// Closes the connection and abandons an attach in progress.
+  /// Closes the connection and abandons an attach in progress: it then
+  /// completes with `errc::transport_closed`, a pending `async_wait_lost`
+  /// with `asio::error::operation_aborted`, neither using the session.
   ~basic_vhost_user_device_session() { detach(); }
 
   executor_type get_executor() const noexcept { return executor_; }
@@ -79,7 +82,8 @@ public:
   template <asio::completion_token_for<void(std::error_code)> Token =
                 asio::default_completion_token_t<executor_type>>
   auto async_attach(unique_fd socket, Token&& token = asio::default_completion_token_t<executor_type>{}) {
-    return asio::async_compose<Token, void(std::error_code)>(attach_op{this, std::move(socket)}, token, executor_);
+    return asio::async_compose<Token, void(std::error_code)>(attach_op{this, alive_, std::move(socket)}, token,
+                                                             executor_);
   }
 
   /// Completes when the attached backend closes the connection or breaks
@@ -89,7 +93,7 @@ public:
   template <asio::completion_token_for<void(std::error_code)> Token =
                 asio::default_completion_token_t<executor_type>>
   auto async_wait_lost(Token&& token = asio::default_completion_token_t<executor_type>{}) {
-    return asio::async_compose<Token, void(std::error_code)>(lost_op{this}, token, executor_);
+    return asio::async_compose<Token, void(std::error_code)>(lost_op{this, alive_}, token, executor_);
   }
 
   /// passt is gone or being replaced: closes the connection (and an attach
@@ -110,11 +114,14 @@ public:
 private:
   struct attach_op {
     basic_vhost_user_device_session* session;
+    std::weak_ptr<void> alive;
     unique_fd socket;
     enum { begin, opened, started, posted } stage = begin;
     std::error_code result = {};
 
     template <class Self> void operator()(Self& self, std::error_code ec = {}) {
+      if ((stage == opened || stage == started) && alive.expired())
+        return self.complete(make_error_code(errc::transport_closed));
       auto& s = *session;
       switch (stage) {
       case begin:
@@ -164,6 +171,7 @@ private:
 
   struct lost_op {
     basic_vhost_user_device_session* session;
+    std::weak_ptr<void> alive;
     enum { begin, waiting, posted } stage = begin;
 
     template <class Self> void operator()(Self& self, std::error_code ec = {}) {
@@ -176,8 +184,9 @@ private:
         stage = waiting;
         return session->attached_->async_wait_closed(std::move(self));
       case waiting:
-        // Closed by detach (which drops the frontend): not a loss.
-        if (ec == errc::transport_closed && !session->attached_) ec = asio::error::operation_aborted;
+        // Closed by detach (which drops the frontend) or the session's end: not a loss.
+        if (ec == errc::transport_closed && (alive.expired() || !session->attached_))
+          ec = asio::error::operation_aborted;
         return self.complete(ec);
       case posted: return self.complete(make_error_code(asio::error::operation_aborted));
       }
@@ -189,6 +198,7 @@ private:
   vhost_user_frontend_config config_;
   std::optional<basic_vhost_user_frontend<Executor>> attaching_, attached_;
   std::string failure_;
+  std::shared_ptr<void> alive_ = std::make_shared<char>(); // expires with the session, for pending operations
 };
 
 /// The device session on `asio::any_io_executor`.
