@@ -530,3 +530,19 @@ TEST_CASE("vhost-user device session: destroyed with an attach or a lost wait pe
     peer.join();
   }
 }
+
+TEST_CASE("vhost-user frontend: a blocking request waits out a reply timeout beyond what poll() takes in one call") {
+  // 2^32 ms + 100 ms: cut to an int, 100 ms. The backend answers after 500 ms.
+  std::atomic<bool> answering{false};
+  connected c([&](scripted_backend& b) { b.gate = &answering; },
+              {.reply_timeout = std::chrono::milliseconds((1ll << 32) + 100)});
+  std::thread release([&] {
+    std::this_thread::sleep_for(500ms);
+    answering = true;
+  });
+  std::error_code ec;
+  c.frontend->open(ec);
+  release.join();
+  CHECK_FALSE(ec);
+  CHECK(c.frontend->failure_message().empty());
+}

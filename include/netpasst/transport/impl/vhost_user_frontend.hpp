@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <bit>
 #include <cerrno>
+#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <optional>
@@ -226,9 +227,13 @@ public:
       if (auto ec = advance(done, wait_for)) return ec;
       if (done) return {};
       pollfd p{socket_.native_handle(), wait_for, 0};
+      // poll() takes an int of milliseconds: a longer timeout takes several.
+      auto left = config_.reply_timeout.count();
       int ready;
-      while ((ready = ::poll(&p, 1, int(config_.reply_timeout.count()))) < 0 && errno == EINTR) {
-      }
+      do {
+        const int slice = int(std::clamp<decltype(left)>(left, 0, INT_MAX));
+        if ((ready = ::poll(&p, 1, slice)) == 0) left -= slice;
+      } while ((ready < 0 && errno == EINTR) || (ready == 0 && left > 0));
       if (ready <= 0) {
         const std::error_code ec = ready == 0 ? make_error_code(errc::start_timeout)
                                               : std::error_code(errno, std::system_category());
