@@ -546,3 +546,11 @@ TEST_CASE("vhost-user frontend: a blocking request waits out a reply timeout bey
   CHECK_FALSE(ec);
   CHECK(c.frontend->failure_message().empty());
 }
+
+TEST_CASE("vhost-user frontend: an asynchronous request under the longest reply timeout waits without overflow") {
+  connected c({.reply_timeout = std::chrono::milliseconds::max()});
+  std::optional<std::error_code> opened;
+  c.frontend->async_open([&](std::error_code e) { opened = e; });
+  REQUIRE(netpasst::test::run_until(c.io, [&] { return opened.has_value(); }, 10s));
+  CHECK_FALSE(*opened);
+}

@@ -247,7 +247,9 @@ public:
   /// timeout (a mere cancel would end a pending closed wait as cancelled).
   template <class Handler> void wait(short wait_for, Handler&& handler) {
     const std::uint64_t generation = ++wait_generation_;
-    reply_timer_.expires_after(config_.reply_timeout);
+    using timer_duration = typename decltype(reply_timer_)::duration; // nanoseconds: no room for every timeout
+    reply_timer_.expires_after(std::min(
+        config_.reply_timeout, std::chrono::duration_cast<std::chrono::milliseconds>(timer_duration::max())));
     reply_timer_.async_wait([self = this->shared_from_this(), generation](std::error_code ec) {
       if (!ec && generation == self->wait_generation_) self->fail_request(errc::start_timeout);
     });
