@@ -285,3 +285,13 @@ TEST_CASE("issue 8: diagnostics of hostile text stay one bounded line") {
   CHECK(d[0].pointer == "/x\n~1mtu: forged");
   CHECK(netpasst::to_string(d[0]) == "/x\\n~1mtu: forged: unknown key \"x\\n/mtu: forged\"");
 }
+
+TEST_CASE("a signed integer beyond int is refused, not cut to int") {
+  // A document built in C++ holds positive numbers as signed integers:
+  // 2^32 + 1500 must not read as MTU 1500.
+  json j = {{"mtu", std::int64_t(4294968796)}};
+  CHECK(j["mtu"].is_number_unsigned() == false);
+  CHECK(pointers_of(j) == std::vector<std::string>{"/mtu"});
+  CHECK(pointers_of(json{{"mtu", std::int64_t(INT32_MAX) + 1}}) == std::vector<std::string>{"/mtu"});
+  CHECK(pointers_of(json{{"mtu", std::int64_t(1500)}}).empty());
+}

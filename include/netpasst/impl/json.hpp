@@ -90,8 +90,9 @@ struct field_reader {
   }
   void read(const std::string& where, const nlohmann::json& v, std::optional<int>& m, list_form) {
     if (!v.is_number_integer()) return wrong(where, "an integer", v);
-    if (v.is_number_unsigned() ? v.get<std::uint64_t>() > INT_MAX : v.get<std::int64_t>() < INT_MIN)
-      return diags.push_back({where, "integer out of range"});
+    if (v.is_number_unsigned() ? v.get<std::uint64_t>() > INT_MAX
+                               : v.get<std::int64_t>() < INT_MIN || v.get<std::int64_t>() > INT_MAX)
+      return diags.push_back({where, "integer " + v.dump() + " out of range"});
     m = v.get<int>();
   }
   void read(const std::string& where, const nlohmann::json& v, std::optional<std::uint64_t>& m, list_form) {
