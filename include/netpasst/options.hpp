@@ -105,7 +105,8 @@ struct options {
   /// `ipv6` false -> `--ipv4-only`.
   std::optional<bool> ipv6;
   /// `search` -> one `--search` per domain (QEMU joins them into one argument,
-  /// which passt takes as a single broken domain). `["none"]` sends no list.
+  /// which passt takes as a single broken domain), at most 6 (passt's
+  /// limit). `["none"]` sends no list.
   /// Default: the search list of the host's /etc/resolv.conf.
   std::vector<std::string> search;
   /// `tcp-ports` -> one `--tcp-ports` per spec (QEMU joins them with commas,

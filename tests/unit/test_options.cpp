@@ -410,3 +410,12 @@ TEST_CASE("fuzz finding: strings that are not UTF-8 are refused (to_json could n
   o.pcap = "/tmp/caf\xc3\xa9.pcap";
   CHECK(netpasst::validate(o).empty());
 }
+
+TEST_CASE("search: at most six domains, as passt keeps (MAXDNSRCH)") {
+  // passt: "Cannot use DNS search domain g" for a seventh --search.
+  options o;
+  o.search = {"a", "b", "c", "d", "e", "f"};
+  CHECK(pointers(o).empty());
+  o.search.push_back("g");
+  CHECK(pointers(o) == std::vector<std::string>{"/search"});
+}

@@ -596,7 +596,9 @@ inline std::vector<diagnostic> validate(const options& o) {
   per_family(o.dns_forward, "dns-forward", false, false);
   per_family(o.dns_host, "dns-host", false, false);
   if (o.ipv4 == false && o.ipv6 == false) d.push_back({"/ipv6", "ipv4 and ipv6 are both false: passt needs at least one"});
-  if (clean_list("search", o.search)) {
+  if (o.search.size() > 6) // MAXDNSRCH: passt dies on the seventh
+    d.push_back({"/search", std::to_string(o.search.size()) + " domains: passt takes at most 6"});
+  else if (clean_list("search", o.search)) {
     for (std::size_t i = 0; i < o.search.size(); ++i) {
       if (o.search[i] == "none") {
         if (o.search.size() > 1) d.push_back({at("search", i), "'none' must be the only value"});
