@@ -214,9 +214,9 @@ private:
 ///   netmask; MAC "xx:xx:xx:xx:xx:xx"; interface names 1..15 bytes without
 ///   '/', ':' or blanks; domains; port specs (the grammar of Debian 12's
 ///   passt `-t`/`-u`: an interface needs an address, as in
-///   `0.0.0.0%eth0/22`; `all` only alone; no target address); `none` only
-///   alone; `ipv4` and `ipv6` not both false; `quiet` not together with
-///   `debug`/`trace`; log-size;
+///   `0.0.0.0%eth0/22`; `all` only alone, in its spec and in its list; no
+///   target address); `none` only alone; `ipv4` and `ipv6` not both false;
+///   `quiet` not together with `debug`/`trace`; log-size;
 /// - `param` as described at `options::param`.
 std::vector<diagnostic> validate(const options& o);
 

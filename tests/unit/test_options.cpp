@@ -419,3 +419,14 @@ TEST_CASE("search: at most six domains, as passt keeps (MAXDNSRCH)") {
   o.search.push_back("g");
   CHECK(pointers(o) == std::vector<std::string>{"/search"});
 }
+
+TEST_CASE("port specs: 'all' is the only spec of its list, as 'none' is") {
+  // passt: "Port forwarding mode 'all' conflicts with previous mode".
+  options o;
+  o.tcp_ports = {"40000", "all"};
+  o.udp_ports = {"all", "all"};
+  CHECK(pointers(o) == std::vector<std::string>{"/tcp-ports/1", "/udp-ports/0", "/udp-ports/1"});
+  o.tcp_ports = {"all"};
+  o.udp_ports = {"all"};
+  CHECK(pointers(o).empty());
+}

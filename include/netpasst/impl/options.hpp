@@ -556,7 +556,8 @@ inline std::vector<diagnostic> validate(const options& o) {
   auto ports = [&](const std::vector<std::string>& v, const char* k) {
     if (!clean_list(k, v)) return;
     for (std::size_t i = 0; i < v.size(); ++i) {
-      if (v[i] == "none" && v.size() > 1) d.push_back({at(k, i), "'none' must be the only port spec"});
+      if ((v[i] == "none" || v[i] == "all") && v.size() > 1)
+        d.push_back({at(k, i), quote(v[i]) + " must be the only port spec"});
       else if (auto e = port_spec_error(v[i]); !e.empty()) d.push_back({at(k, i), "bad port spec " + quote(v[i]) + ": " + e});
     }
   };
