@@ -285,7 +285,7 @@ TEST_CASE("issue 8: strings and lists are capped") {
   CHECK(d[0] == diagnostic{"/pcap", "too long: 4096 bytes, at most 4095"});
 
   options lists;
-  lists.tcp_ports.assign(limits::list_items, "22");
+  for (std::size_t i = 0; i < limits::list_items; ++i) lists.tcp_ports.push_back(std::to_string(1000 + i));
   lists.param.assign(limits::list_items, "--one-off");
   CHECK(netpasst::validate(lists).empty());
   lists.tcp_ports.push_back("22");
@@ -428,5 +428,25 @@ TEST_CASE("port specs: 'all' is the only spec of its list, as 'none' is") {
   CHECK(pointers(o) == std::vector<std::string>{"/tcp-ports/1", "/udp-ports/0", "/udp-ports/1"});
   o.tcp_ports = {"all"};
   o.udp_ports = {"all"};
+  CHECK(pointers(o).empty());
+}
+
+TEST_CASE("port specs: a port forwarded twice or excluded twice is refused, as passt does") {
+  // Each refused by Debian 12's passt: "Overlapping port specifier ...".
+  auto tcp = [](std::vector<std::string> specs) { options o; o.tcp_ports = std::move(specs); return pointers(o); };
+  using v = std::vector<std::string>;
+  CHECK(tcp({"22,22"}) == v{"/tcp-ports/0"});
+  CHECK(tcp({"40000-40010,40005"}) == v{"/tcp-ports/0"});
+  CHECK(tcp({"40000,~40000-40001,~40001"}) == v{"/tcp-ports/0"});
+  CHECK(tcp({"40000", "40000"}) == v{"/tcp-ports/1"});
+  CHECK(tcp({"40000", "40000-40001,~40000"}) == v{"/tcp-ports/1"});
+  // Each accepted by it: one target for two ports, an excluded port given
+  // again, the same port for TCP and UDP.
+  CHECK(tcp({"40000:40001,40002:40001"}).empty());
+  CHECK(tcp({"40000-40002,~40001,40001"}).empty());
+  CHECK(tcp({"40000-40002,~40001", "40001"}).empty());
+  options o;
+  o.tcp_ports = {"40000"};
+  o.udp_ports = {"40000"};
   CHECK(pointers(o).empty());
 }

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bitset>
 #include <cctype>
 #include <charconv>
 #include <optional>
@@ -197,8 +198,11 @@ inline std::string port_range(std::string_view s, unsigned& first, unsigned& las
 /// (newer builds accept more, never less):
 ///   spec  := "none" | [ addr ["%" ifname] "/" ] ( "all" | chunk { "," chunk } )
 ///   chunk := "~" first ["-" last] | first ["-" last] [ ":" tofirst ["-" tolast] ]
-/// where "all" takes no address. "" when valid, else why not.
-inline std::string port_spec_error(std::string_view spec) {
+/// where "all" takes no address, no port is excluded twice and no port is
+/// forwarded twice: in this spec, or by an earlier spec of the same list
+/// when `forwarded` carries their ports (the ports this spec forwards are
+/// added to it). "" when valid, else why not.
+inline std::string port_spec_error(std::string_view spec, std::bitset<65536>* forwarded = nullptr) {
   if (spec == "none") return {};
   std::string_view body = spec;
   if (auto slash = spec.find('/'); slash != spec.npos) {
@@ -217,6 +221,9 @@ inline std::string port_spec_error(std::string_view spec) {
   }
   if (body == "all") return {};
   if (body.empty()) return "no ports given";
+  std::vector<std::pair<unsigned, unsigned>> ranges; // forwarded, exclusions applied later
+  std::bitset<65536> excluded, local;
+  std::bitset<65536>& seen = forwarded ? *forwarded : local;
   while (true) {
     auto comma = body.find(',');
     std::string_view chunk = body.substr(0, comma);
@@ -225,6 +232,9 @@ inline std::string port_spec_error(std::string_view spec) {
     if (chunk == "all") return "'all' must be the whole spec";
     if (chunk[0] == '~') {
       if (auto e = port_range(chunk.substr(1), first, last); !e.empty()) return e;
+      for (unsigned p = first; p <= last; ++p)
+        if (excluded.test(p)) return "port " + std::to_string(p) + " is excluded twice (passt refuses overlaps)";
+        else excluded.set(p);
     } else {
       auto colon = chunk.find(':');
       if (auto e = port_range(chunk.substr(0, colon), first, last); !e.empty()) return e;
@@ -232,10 +242,19 @@ inline std::string port_spec_error(std::string_view spec) {
         if (auto e = port_range(chunk.substr(colon + 1), tofirst, tolast); !e.empty()) return e;
         if (tolast - tofirst != last - first) return quote(chunk) + " maps ranges of different lengths";
       }
+      ranges.emplace_back(first, last);
     }
-    if (comma == body.npos) return {};
+    if (comma == body.npos) break;
     body = body.substr(comma + 1);
   }
+  // Like passt: a port already forwarded is an overlap even where this spec
+  // excludes it; an excluded port is not forwarded. (An exclusion-only spec
+  // forwards every other port below 49152, which is not tracked.)
+  for (auto [first, last] : ranges)
+    for (unsigned p = first; p <= last; ++p)
+      if (seen.test(p)) return "port " + std::to_string(p) + " is forwarded twice (passt refuses overlaps)";
+      else if (!excluded.test(p)) seen.set(p);
+  return {};
 }
 
 /// What passt does with an option when it comes through `param`.
@@ -555,10 +574,11 @@ inline std::vector<diagnostic> validate(const options& o) {
   };
   auto ports = [&](const std::vector<std::string>& v, const char* k) {
     if (!clean_list(k, v)) return;
+    std::bitset<65536> forwarded;
     for (std::size_t i = 0; i < v.size(); ++i) {
       if ((v[i] == "none" || v[i] == "all") && v.size() > 1)
         d.push_back({at(k, i), quote(v[i]) + " must be the only port spec"});
-      else if (auto e = port_spec_error(v[i]); !e.empty()) d.push_back({at(k, i), "bad port spec " + quote(v[i]) + ": " + e});
+      else if (auto e = port_spec_error(v[i], &forwarded); !e.empty()) d.push_back({at(k, i), "bad port spec " + quote(v[i]) + ": " + e});
     }
   };
 
