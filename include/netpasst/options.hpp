@@ -34,7 +34,8 @@ struct options {
   /// the length-prefixed stream. Default false.
   std::optional<bool> vhost_user;
   /// `quiet` -> `--quiet`: no informational messages. Unset means on (QEMU's
-  /// default), unless `debug` or `trace` is set: passt refuses both at once.
+  /// default), unless `debug` or `trace` is set, or `param` sets any of the
+  /// three: passt refuses --quiet with --debug or --trace, or twice.
   std::optional<bool> quiet;
   /// `mtu` -> `--mtu`: MTU announced via DHCP/NDP; 0 announces none,
   /// otherwise 68..65520. Default 65520.
@@ -216,7 +217,8 @@ private:
 ///   passt `-t`/`-u`: an interface needs an address, as in
 ///   `0.0.0.0%eth0/22`; `all` only alone, in its spec and in its list; no
 ///   target address); `none` only alone; `ipv4` and `ipv6` not both false;
-///   `quiet` not together with `debug`/`trace`; log-size;
+///   `quiet` not together with `debug`/`trace`, from the keys or `param`;
+///   log-size;
 /// - `param` as described at `options::param`.
 std::vector<diagnostic> validate(const options& o);
 

@@ -151,3 +151,21 @@ TEST_CASE("append_launcher_arguments") {
   netpasst::append_launcher_arguments(fg, "/tmp/x", 5, true);
   CHECK(fg == args{"passt", "--foreground", "--pid", "/tmp/x", "--fd", "5"});
 }
+
+TEST_CASE("param setting the verbosity drops the default --quiet") {
+  // passt refuses --quiet with --debug or --trace ("Either --debug or
+  // --quiet") and --quiet twice ("Multiple --quiet options given").
+  CHECK(tail(R"({"param": ["--debug"]})") == args{"--debug"});
+  CHECK(tail(R"({"param": ["-d"]})") == args{"--debug"});
+  CHECK(tail(R"({"param": ["--trace"]})") == args{"--trace"});
+  CHECK(tail(R"({"param": ["-q"]})") == args{"--quiet"});
+  CHECK(tail(R"({"param": ["--one-off"]})") == args{"--quiet", "--one-off"});
+  // An explicit quiet next to a verbose param is refused, as with debug.
+  options o;
+  o.quiet = true;
+  o.param = {"-d"};
+  std::vector<netpasst::diagnostic> d;
+  CHECK(argv_builder{}.build(o, d).empty());
+  REQUIRE(d.size() == 1);
+  CHECK(d[0].pointer == "/param/0");
+}

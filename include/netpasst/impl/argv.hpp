@@ -24,7 +24,7 @@ inline std::vector<detail::argv_segment> detail::argv_segments(const options& o)
     for (std::size_t i = 0; i < v.size(); ++i)
       s.push_back({indexed ? key(k) + "/" + std::to_string(i) : key(k), {option, v[i]}});
   };
-  bool verbose = o.debug.value_or(false) || o.trace.value_or(false);
+  bool verbose = o.debug.value_or(false) || o.trace.value_or(false) || param_sets_verbosity(o.param);
 
   flag("vhost-user", "--vhost-user", o.vhost_user.value_or(false));
   flag("quiet", "--quiet", o.quiet.value_or(!verbose));

@@ -507,6 +507,28 @@ bool parse_param(const std::vector<std::string>& param, Emit&& emit, Problem&& p
   return ok;
 }
 
+/// The long option ("--debug") of each option in `args`, canonical args of
+/// `parse_param` (a value starting with '-' is attached after '=').
+inline std::vector<std::string_view> option_names(const std::vector<std::string>& args) {
+  std::vector<std::string_view> names;
+  for (const auto& a : args)
+    if (a.starts_with("--")) names.push_back(std::string_view(a).substr(0, a.find('=')));
+  return names;
+}
+
+/// True when `param` sets passt's verbosity (--quiet, --debug, --trace) in
+/// any spelling: then the argv has no default --quiet.
+inline bool param_sets_verbosity(const std::vector<std::string>& param) {
+  bool found = false;
+  parse_param(
+      param,
+      [&](std::size_t, const std::vector<std::string>& args) {
+        for (auto n : option_names(args)) found = found || n == "--quiet" || n == "--debug" || n == "--trace";
+      },
+      [](std::size_t, const std::string&) {});
+  return found;
+}
+
 } // namespace detail
 
 inline std::string to_string(const diagnostic& d) {
@@ -631,8 +653,22 @@ inline std::vector<diagnostic> validate(const options& o) {
   ports(o.tcp_ports, "tcp-ports");
   ports(o.udp_ports, "udp-ports");
   if (clean_list("param", o.param, true)) {
+    // --quiet with --debug or --trace, from the keys or param: passt refuses both.
+    std::string quiet_at = o.quiet.value_or(false) ? "/quiet" : "";
+    std::string verbose_at = o.trace.value_or(false) ? "/trace" : o.debug.value_or(false) ? "/debug" : "";
     parse_param(
-        o.param, [](std::size_t, auto&&) {},
+        o.param,
+        [&](std::size_t i, const std::vector<std::string>& args) {
+          for (auto n : option_names(args)) {
+            const bool quiet = n == "--quiet";
+            if (!quiet && n != "--debug" && n != "--trace") continue;
+            if (const std::string& other = quiet ? verbose_at : quiet_at; !other.empty())
+              d.push_back({at("param", i), std::string(n) + " cannot be combined with " +
+                                               (quiet ? "debug or trace" : "quiet") + " (at " + other +
+                                               "): passt refuses both"});
+            (quiet ? quiet_at : verbose_at) = at("param", i);
+          }
+        },
         [&](std::size_t i, std::string message) { d.push_back({at("param", i), std::move(message)}); });
   }
   if (o.hostname && clean("/hostname", *o.hostname) && (o.hostname->size() > 64 || !valid_domain(*o.hostname)))
