@@ -123,7 +123,9 @@ struct options {
   /// options the launcher owns (`--fd`, `--pid`, `--socket`, `--socket-path`,
   /// `--foreground`, `--help`, `--version`, `--print-capabilities`, in any
   /// spelling), pasta-only options, `--`, words that are not options, unknown
-  /// or ambiguous names. The argv carries each one in full long form
+  /// or ambiguous names, and a second one of the options passt takes once
+  /// (`--mtu`, `--runas`, `--interface`, `--log-file`, `--quiet`... also
+  /// when a key gives the first). The argv carries each one in full long form
   /// (`["--ru", "daemon"]` becomes `--runas daemon`; a value starting with
   /// '-' is attached: `--pcap=-f`), see argv.hpp.
   std::vector<std::string> param;

@@ -286,7 +286,7 @@ TEST_CASE("issue 8: strings and lists are capped") {
 
   options lists;
   for (std::size_t i = 0; i < limits::list_items; ++i) lists.tcp_ports.push_back(std::to_string(1000 + i));
-  lists.param.assign(limits::list_items, "--one-off");
+  lists.param.assign(limits::list_items, "--no-icmp");
   CHECK(netpasst::validate(lists).empty());
   lists.tcp_ports.push_back("22");
   CHECK(netpasst::validate(lists) == std::vector<diagnostic>{{"/tcp-ports", "1025 items: at most 1024"}});
@@ -449,4 +449,32 @@ TEST_CASE("port specs: a port forwarded twice or excluded twice is refused, as p
   o.tcp_ports = {"40000"};
   o.udp_ports = {"40000"};
   CHECK(pointers(o).empty());
+}
+
+TEST_CASE("param: an option passt takes once, given again, is refused") {
+  // Each refused by passt: "Multiple --mtu options given", "Redundant
+  // interface: eth0", "Redundant --one-off option"...
+  auto with = [](auto f) { options o; f(o); return pointers(o); };
+  using v = std::vector<std::string>;
+  CHECK(with([](options& o) { o.mtu = 1500; o.param = {"-m", "1400"}; }) == v{"/param/0"});
+  CHECK(with([](options& o) { o.runas = "nobody"; o.param = {"--ru=daemon"}; }) == v{"/param/0"});
+  CHECK(with([](options& o) { o.interface = "eth0"; o.param = {"-ieth1"}; }) == v{"/param/0"});
+  CHECK(with([](options& o) { o.debug = true; o.param = {"-d"}; }) == v{"/param/0"});
+  CHECK(with([](options& o) { o.param = {"-1", "--one-off"}; }) == v{"/param/1"});
+  CHECK(with([](options& o) { o.param = {"-q", "--quiet"}; }) == v{"/param/1"});
+  CHECK(with([](options& o) { o.param = {"--log-file", "/a", "-el/b"}; }) == v{"/param/2"});
+  for (const char* key_and_param : {"log-file", "log-size", "pcap", "outbound-if4", "outbound-if6"}) {
+    INFO(key_and_param);
+    options o;
+    o.log_file = "/l";
+    o.log_size = 65536;
+    o.pcap = "/p";
+    o.outbound_if4 = "e4";
+    o.outbound_if6 = "e6";
+    o.param = {"--" + std::string(key_and_param) + "=65536"};
+    CHECK(pointers(o) == v{"/param/0"});
+  }
+  // What passt takes several times stays accepted.
+  CHECK(with([](options& o) { o.tcp_ports = {"22"}; o.param = {"-t", "23", "--no-tcp", "--no-tcp", "-D", "192.0.2.1"}; }).empty());
+  CHECK(with([](options& o) { o.trace = true; o.param = {"--debug"}; }).empty());
 }

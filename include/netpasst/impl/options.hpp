@@ -656,10 +656,26 @@ inline std::vector<diagnostic> validate(const options& o) {
     // --quiet with --debug or --trace, from the keys or param: passt refuses both.
     std::string quiet_at = o.quiet.value_or(false) ? "/quiet" : "";
     std::string verbose_at = o.trace.value_or(false) ? "/trace" : o.debug.value_or(false) ? "/debug" : "";
+    // The options passt refuses twice ("Multiple --mtu options given",
+    // "Redundant interface"...), with where each was given.
+    std::vector<std::pair<std::string_view, std::string>> once = {
+        {"--quiet", quiet_at}, {"--debug", o.debug.value_or(false) && !o.trace.value_or(false) ? "/debug" : ""},
+        {"--trace", o.trace.value_or(false) ? "/trace" : ""}, {"--stderr", ""}, {"--one-off", ""},
+        {"--log-file", o.log_file ? "/log-file" : ""}, {"--log-size", o.log_size ? "/log-size" : ""},
+        {"--pcap", o.pcap ? "/pcap" : ""}, {"--runas", o.runas ? "/runas" : ""}, {"--mtu", o.mtu ? "/mtu" : ""},
+        {"--interface", o.interface ? "/interface" : ""},
+        {"--outbound-if4", o.outbound_if4 ? "/outbound-if4" : ""},
+        {"--outbound-if6", o.outbound_if6 ? "/outbound-if6" : ""}};
     parse_param(
         o.param,
         [&](std::size_t i, const std::vector<std::string>& args) {
           for (auto n : option_names(args)) {
+            auto given = std::find_if(once.begin(), once.end(), [&](auto& e) { return e.first == n; });
+            if (given != once.end() && !given->second.empty())
+              d.push_back({at("param", i), std::string(n) + " is given twice (also at " + given->second +
+                                               "): passt refuses it"});
+            else if (given != once.end())
+              given->second = at("param", i);
             const bool quiet = n == "--quiet";
             if (!quiet && n != "--debug" && n != "--trace") continue;
             if (const std::string& other = quiet ? verbose_at : quiet_at; !other.empty())
