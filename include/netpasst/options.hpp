@@ -63,8 +63,8 @@ struct options {
   /// `outbound-if6` -> `--outbound-if6`: interface outbound IPv6 sockets bind to.
   std::optional<std::string> outbound_if6;
   /// `dns` -> one `--dns` per entry: DNS servers announced to the guest (QEMU
-  /// takes one; passt takes several). `["none"]` announces none. Default:
-  /// the servers of the host's /etc/resolv.conf.
+  /// takes one; passt takes up to 4 per family). `["none"]` announces none.
+  /// Default: the servers of the host's /etc/resolv.conf.
   std::vector<std::string> dns;
   /// `fqdn` -> `--fqdn`: FQDN the DHCP/DHCPv6 server hands out.
   std::optional<std::string> fqdn;

@@ -478,3 +478,14 @@ TEST_CASE("param: an option passt takes once, given again, is refused") {
   CHECK(with([](options& o) { o.tcp_ports = {"22"}; o.param = {"-t", "23", "--no-tcp", "--no-tcp", "-D", "192.0.2.1"}; }).empty());
   CHECK(with([](options& o) { o.trace = true; o.param = {"--debug"}; }).empty());
 }
+
+TEST_CASE("dns: at most four servers per family, as Debian 12's passt keeps") {
+  // passt: "Cannot use DNS address 192.0.2.5" for a fifth IPv4 --dns.
+  options o;
+  o.dns = {"192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4", "2001:db8::1", "2001:db8::2", "2001:db8::3",
+           "2001:db8::4"};
+  CHECK(pointers(o).empty());
+  o.dns.push_back("192.0.2.5");
+  o.dns.push_back("2001:db8::5");
+  CHECK(pointers(o) == std::vector<std::string>{"/dns/8", "/dns/9"});
+}

@@ -624,11 +624,14 @@ inline std::vector<diagnostic> validate(const options& o) {
   ifname(o.outbound_if4, "outbound-if4");
   ifname(o.outbound_if6, "outbound-if6");
   if (clean_list("dns", o.dns)) {
+    std::size_t per_family[2] = {0, 0};
     for (std::size_t i = 0; i < o.dns.size(); ++i) {
       if (o.dns[i] == "none") {
         if (o.dns.size() > 1) d.push_back({at("dns", i), "'none' must be the only value"});
-      } else if (ip_family(o.dns[i]) == 0) {
+      } else if (int family = ip_family(o.dns[i]); family == 0) {
         d.push_back({at("dns", i), quote(o.dns[i]) + " is not an IPv4 or IPv6 address"});
+      } else if (++per_family[family == 6] > 4) { // Debian 12's passt: "Cannot use DNS address"
+        d.push_back({at("dns", i), "a fifth IPv" + std::to_string(family) + " server: passt takes at most 4 per family"});
       }
     }
   }
