@@ -260,3 +260,28 @@ TEST_CASE("pidfd helpers: exit seen on the pidfd, signals never reach a reaped p
   CHECK_FALSE(detail::reap_child(1, false).has_value());
   CHECK_FALSE(detail::reap_child(0, false).has_value());
 }
+
+TEST_CASE("spawn works in a parent whose fds 0-4 are free (the report pipe lands on fd 4)") {
+  hygiene h;
+  // A daemonized VMM with stdin/stdout/stderr closed: the spawn's own
+  // descriptors take 0-4, the report pipe's write end fd 4, right above the
+  // child's fd 3. Run in a forked copy of this process, which can close its
+  // standard descriptors; it exits 0 when the child saw exactly fds 0-3.
+  int pair[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);
+  unique_fd ours(pair[0]), theirs(pair[1]);
+  const pid_t tester = ::fork();
+  REQUIRE(tester >= 0);
+  if (tester == 0) {
+    const int source = ::fcntl(theirs.get(), F_DUPFD_CLOEXEC, 50);
+    for (int fd = 0; fd <= 4; ++fd) ::close(fd);
+    std::error_code ec;
+    auto child = detail::spawn(list_fds, {.fd3 = source}, ec);
+    if (ec) ::_exit(10 + (ec.value() & 63));
+    const std::string out = read_all(child.out);
+    read_all(child.err);
+    if (detail::reap_child(child.pid, true) != 0) ::_exit(2);
+    ::_exit(numbers(out) == std::set<int>{0, 1, 2, 3} ? 0 : 3);
+  }
+  CHECK(detail::reap_child(tester, true).value_or(-1) == 0); // 10 + errno: spawn failed
+}

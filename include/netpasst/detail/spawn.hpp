@@ -181,7 +181,11 @@ namespace spawn_impl {
   // Close everything else but the report pipe (which closes itself at exec).
   const unsigned first = fds[3] >= 0 ? 4u : 3u;
   const unsigned r = unsigned(report);
-  if (::syscall(SYS_close_range, first, r - 1, 0u) < 0 || ::syscall(SYS_close_range, r + 1, ~0u, 0u) < 0) {
+  // The report pipe may sit right at `first` (fds 0-3 were free in the
+  // parent): then there is nothing below it, and close_range(first, first - 1)
+  // would fail with EINVAL.
+  if ((r > first && ::syscall(SYS_close_range, first, r - 1, 0u) < 0) ||
+      ::syscall(SYS_close_range, r + 1, ~0u, 0u) < 0) {
     if (errno != ENOSYS) fail();
     for (int fd = int(first); fd < fd_limit; ++fd)
       if (fd != report) ::close(fd);
