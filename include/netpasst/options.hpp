@@ -143,7 +143,7 @@ struct options {
   std::optional<bool> trace;
   /// `log-file` -> `--log-file`: log only to this file.
   std::optional<std::string> log_file;
-  /// `log-size` -> `--log-size`: log file size limit in bytes, at least 40960.
+  /// `log-size` -> `--log-size`: log file size limit in bytes, 40960..2^63-1.
   /// Default 1 MiB.
   std::optional<std::uint64_t> log_size;
   /// `pcap` -> `--pcap`: capture the guest-facing traffic to this file.

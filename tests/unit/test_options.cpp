@@ -489,3 +489,14 @@ TEST_CASE("dns: at most four servers per family, as Debian 12's passt keeps") {
   o.dns.push_back("2001:db8::5");
   CHECK(pointers(o) == std::vector<std::string>{"/dns/8", "/dns/9"});
 }
+
+TEST_CASE("log-size: at most 2^63 - 1, as passt reads it (strtol)") {
+  // passt: "Invalid --log-size: 9223372036854775808".
+  options o;
+  o.log_size = 9223372036854775807u;
+  CHECK(pointers(o).empty());
+  o.log_size = 9223372036854775808u;
+  CHECK(pointers(o) == std::vector<std::string>{"/log-size"});
+  o.log_size = 18446744073709551615u;
+  CHECK(pointers(o) == std::vector<std::string>{"/log-size"});
+}

@@ -694,6 +694,8 @@ inline std::vector<diagnostic> validate(const options& o) {
     d.push_back({"/hostname", quote(*o.hostname) + " is not a host name (at most 64 bytes)"});
   nonempty(o.log_file, "log-file", "a non-empty file path");
   if (o.log_size && *o.log_size < 40960) d.push_back({"/log-size", "log size " + std::to_string(*o.log_size) + " too small: expected at least 40960"});
+  if (o.log_size && *o.log_size > std::uint64_t(INT64_MAX)) // passt reads a long
+    d.push_back({"/log-size", "log size " + std::to_string(*o.log_size) + " too large: expected at most " + std::to_string(INT64_MAX)});
   nonempty(o.pcap, "pcap", "a non-empty file path");
   if (o.runas && clean("/runas", *o.runas) &&
       (o.runas->empty() || std::any_of(o.runas->begin(), o.runas->end(), [](unsigned char c) { return std::isspace(c); })))
