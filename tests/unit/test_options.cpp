@@ -500,3 +500,18 @@ TEST_CASE("log-size: at most 2^63 - 1, as passt reads it (strtol)") {
   o.log_size = 18446744073709551615u;
   CHECK(pointers(o) == std::vector<std::string>{"/log-size"});
 }
+
+TEST_CASE("param: a second address of one family, also after a key's, is refused") {
+  // Debian 12's passt: "Invalid address: 192.0.2.3", "Invalid gateway
+  // address", "Invalid or redundant outbound address", "Invalid DNS
+  // forwarding address".
+  auto with = [](auto f) { options o; f(o); return pointers(o); };
+  using v = std::vector<std::string>;
+  CHECK(with([](options& o) { o.address = {"192.0.2.2"}; o.param = {"-a", "192.0.2.3"}; }) == v{"/param/0"});
+  CHECK(with([](options& o) { o.gateway = {"192.0.2.1"}; o.param = {"--gateway=192.0.2.9"}; }) == v{"/param/0"});
+  CHECK(with([](options& o) { o.param = {"-o", "2001:db8::1", "--outbound", "2001:db8::2"}; }) == v{"/param/2"});
+  CHECK(with([](options& o) { o.dns_forward = {"192.0.2.5"}; o.param = {"--dns-forward", "192.0.2.6"}; }) ==
+        v{"/param/0"});
+  // One per family stays accepted.
+  CHECK(with([](options& o) { o.address = {"192.0.2.2"}; o.param = {"-a", "2001:db8::2", "-g", "192.0.2.1"}; }).empty());
+}

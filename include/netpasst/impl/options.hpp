@@ -669,9 +669,28 @@ inline std::vector<diagnostic> validate(const options& o) {
         {"--interface", o.interface ? "/interface" : ""},
         {"--outbound-if4", o.outbound_if4 ? "/outbound-if4" : ""},
         {"--outbound-if6", o.outbound_if6 ? "/outbound-if6" : ""}};
+    // The options passt takes once per IP family, with where each family was given.
+    struct per_family_given { std::string_view name; const std::vector<std::string>& key; std::string at[2]; };
+    per_family_given families[] = {{"--address", o.address, {}}, {"--gateway", o.gateway, {}},
+                                   {"--outbound", o.outbound, {}}, {"--dns-forward", o.dns_forward, {}}};
+    for (auto& f : families)
+      for (const auto& a : f.key)
+        if (int family = ip_family(a, true); family != 0) f.at[family == 6] = "/" + std::string(f.name.substr(2));
     parse_param(
         o.param,
         [&](std::size_t i, const std::vector<std::string>& args) {
+          for (std::size_t j = 0; j < args.size(); ++j) {
+            const std::string_view a = args[j], n = a.substr(0, a.find('='));
+            auto f = std::find_if(std::begin(families), std::end(families), [&](auto& e) { return e.name == n; });
+            if (f == std::end(families)) continue;
+            const std::string_view value = n.size() < a.size() ? a.substr(n.size() + 1)
+                                           : j + 1 < args.size()  ? std::string_view(args[j + 1]) : "";
+            if (int family = ip_family(value, true); family != 0 && !f->at[family == 6].empty())
+              d.push_back({at("param", i), std::string(n) + " gives a second IPv" + std::to_string(family) +
+                                               " address (also at " + f->at[family == 6] + "): passt refuses it"});
+            else if (family != 0)
+              f->at[family == 6] = at("param", i);
+          }
           for (auto n : option_names(args)) {
             auto given = std::find_if(once.begin(), once.end(), [&](auto& e) { return e.first == n; });
             if (given != once.end() && !given->second.empty())
