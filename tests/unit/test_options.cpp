@@ -515,3 +515,17 @@ TEST_CASE("param: a second address of one family, also after a key's, is refused
   // One per family stays accepted.
   CHECK(with([](options& o) { o.address = {"192.0.2.2"}; o.param = {"-a", "2001:db8::2", "-g", "192.0.2.1"}; }).empty());
 }
+
+TEST_CASE("param: -t/-u overlapping the tcp-ports/udp-ports keys is refused") {
+  // Debian 12's passt: "Overlapping port specifier 22", "Port forwarding
+  // mode 'all' conflicts with previous mode".
+  auto with = [](auto f) { options o; f(o); return pointers(o); };
+  using v = std::vector<std::string>;
+  CHECK(with([](options& o) { o.tcp_ports = {"22"}; o.param = {"-t", "20-30"}; }) == v{"/param/0"});
+  CHECK(with([](options& o) { o.udp_ports = {"53"}; o.param = {"-u53"}; }) == v{"/param/0"});
+  CHECK(with([](options& o) { o.param = {"--tcp-ports=40000", "-t", "40000"}; }) == v{"/param/1"});
+  CHECK(with([](options& o) { o.tcp_ports = {"40000"}; o.param = {"-t", "all"}; }) == v{"/param/0"});
+  CHECK(with([](options& o) { o.tcp_ports = {"none"}; o.param = {"-t", "22"}; }) == v{"/param/0"});
+  // Other ports, or the other protocol, stay accepted.
+  CHECK(with([](options& o) { o.tcp_ports = {"22"}; o.param = {"-t", "23", "-u", "22"}; }).empty());
+}

@@ -594,13 +594,19 @@ inline std::vector<diagnostic> validate(const options& o) {
       }
     }
   };
+  // Per protocol (TCP, UDP): the ports forwarded so far, by the key then by
+  // param, and whether a spec, or "none"/"all" (which stand alone), was given.
+  std::bitset<65536> forwarded[2];
+  bool any_spec[2] = {false, false}, lone_spec[2] = {false, false};
   auto ports = [&](const std::vector<std::string>& v, const char* k) {
+    const bool udp = k[0] == 'u';
+    any_spec[udp] = !v.empty();
+    lone_spec[udp] = std::any_of(v.begin(), v.end(), [](auto& s) { return s == "none" || s == "all"; });
     if (!clean_list(k, v)) return;
-    std::bitset<65536> forwarded;
     for (std::size_t i = 0; i < v.size(); ++i) {
       if ((v[i] == "none" || v[i] == "all") && v.size() > 1)
         d.push_back({at(k, i), quote(v[i]) + " must be the only port spec"});
-      else if (auto e = port_spec_error(v[i], &forwarded); !e.empty()) d.push_back({at(k, i), "bad port spec " + quote(v[i]) + ": " + e});
+      else if (auto e = port_spec_error(v[i], &forwarded[udp]); !e.empty()) d.push_back({at(k, i), "bad port spec " + quote(v[i]) + ": " + e});
     }
   };
 
@@ -681,6 +687,22 @@ inline std::vector<diagnostic> validate(const options& o) {
         [&](std::size_t i, const std::vector<std::string>& args) {
           for (std::size_t j = 0; j < args.size(); ++j) {
             const std::string_view a = args[j], n = a.substr(0, a.find('='));
+            if (n == "--tcp-ports" || n == "--udp-ports") {
+              const bool udp = n[2] == 'u';
+              const std::string_view spec = n.size() < a.size() ? a.substr(n.size() + 1)
+                                            : j + 1 < args.size()  ? std::string_view(args[j + 1]) : "";
+              const bool lone = spec == "none" || spec == "all";
+              // A spec that does not parse is passt's to refuse; only the overlaps are checked.
+              if (!port_spec_error(spec).empty()) continue;
+              if (lone_spec[udp] || (lone && any_spec[udp]))
+                d.push_back({at("param", i), std::string(n) + " " + quote(spec) +
+                                                 ": 'none' and 'all' stand alone, passt refuses them with other specs"});
+              else if (auto e = port_spec_error(spec, &forwarded[udp]); !e.empty())
+                d.push_back({at("param", i), "bad port spec " + quote(spec) + ": " + e});
+              any_spec[udp] = true;
+              lone_spec[udp] = lone_spec[udp] || lone;
+              continue;
+            }
             auto f = std::find_if(std::begin(families), std::end(families), [&](auto& e) { return e.name == n; });
             if (f == std::end(families)) continue;
             const std::string_view value = n.size() < a.size() ? a.substr(n.size() + 1)
