@@ -125,8 +125,9 @@ struct options {
   /// spelling), pasta-only options, `--`, words that are not options, unknown
   /// or ambiguous names, and a second one of the options passt takes once
   /// (`--mtu`, `--runas`, `--interface`, `--log-file`, `--quiet`... also
-  /// when a key gives the first), and a second address of one family for
-  /// `--address`, `--gateway`, `--outbound`, `--dns-forward`. The argv carries each one in full long form
+  /// when a key gives the first), a second address of one family for
+  /// `--address`, `--gateway`, `--outbound`, `--dns-forward`, and
+  /// `--ipv4-only` with `--ipv6-only` (or the key giving the other). The argv carries each one in full long form
   /// (`["--ru", "daemon"]` becomes `--runas daemon`; a value starting with
   /// '-' is attached: `--pcap=-f`), see argv.hpp.
   std::vector<std::string> param;

@@ -529,3 +529,13 @@ TEST_CASE("param: -t/-u overlapping the tcp-ports/udp-ports keys is refused") {
   // Other ports, or the other protocol, stay accepted.
   CHECK(with([](options& o) { o.tcp_ports = {"22"}; o.param = {"-t", "23", "-u", "22"}; }).empty());
 }
+
+TEST_CASE("param: -4 with -6, also against the ipv4/ipv6 keys, is refused") {
+  // passt: "Options ipv4-only and ipv6-only are mutually exclusive".
+  auto with = [](auto f) { options o; f(o); return pointers(o); };
+  using v = std::vector<std::string>;
+  CHECK(with([](options& o) { o.param = {"-4", "--ipv6-only"}; }) == v{"/param/1"});
+  CHECK(with([](options& o) { o.ipv6 = false; o.param = {"-6"}; }) == v{"/param/0"});
+  CHECK(with([](options& o) { o.ipv4 = false; o.param = {"--ipv4-only"}; }) == v{"/param/0"});
+  CHECK(with([](options& o) { o.ipv6 = false; o.param = {"-4", "-4"}; }).empty());
+}

@@ -665,6 +665,8 @@ inline std::vector<diagnostic> validate(const options& o) {
     // --quiet with --debug or --trace, from the keys or param: passt refuses both.
     std::string quiet_at = o.quiet.value_or(false) ? "/quiet" : "";
     std::string verbose_at = o.trace.value_or(false) ? "/trace" : o.debug.value_or(false) ? "/debug" : "";
+    // --ipv4-only, --ipv6-only: where each was given; passt refuses both.
+    std::string only_at[2] = {o.ipv6 == false ? "/ipv6" : "", o.ipv4 == false ? "/ipv4" : ""};
     // The options passt refuses twice ("Multiple --mtu options given",
     // "Redundant interface"...), with where each was given.
     std::vector<std::pair<std::string_view, std::string>> once = {
@@ -720,6 +722,14 @@ inline std::vector<diagnostic> validate(const options& o) {
                                                "): passt refuses it"});
             else if (given != once.end())
               given->second = at("param", i);
+            if (n == "--ipv4-only" || n == "--ipv6-only") {
+              const bool v6 = n[5] == '6';
+              if (!only_at[!v6].empty())
+                d.push_back({at("param", i), std::string(n) + " cannot be combined with --ipv" + (v6 ? "4" : "6") +
+                                                 "-only (at " + only_at[!v6] + "): passt refuses both"});
+              only_at[v6] = at("param", i);
+              continue;
+            }
             const bool quiet = n == "--quiet";
             if (!quiet && n != "--debug" && n != "--trace") continue;
             if (const std::string& other = quiet ? verbose_at : quiet_at; !other.empty())
