@@ -126,8 +126,10 @@ struct options {
   /// or ambiguous names, and a second one of the options passt takes once
   /// (`--mtu`, `--runas`, `--interface`, `--log-file`, `--quiet`... also
   /// when a key gives the first), a second address of one family for
-  /// `--address`, `--gateway`, `--outbound`, `--dns-forward`, and
-  /// `--ipv4-only` with `--ipv6-only` (or the key giving the other). The argv carries each one in full long form
+  /// `--address`, `--gateway`, `--outbound`, `--dns-forward`,
+  /// `--ipv4-only` with `--ipv6-only` (or the key giving the other), and
+  /// `--dns`/`--search` beyond passt's limits or against a `none`, counting
+  /// the `dns` and `search` keys. The argv carries each one in full long form
   /// (`["--ru", "daemon"]` becomes `--runas daemon`; a value starting with
   /// '-' is attached: `--pcap=-f`), see argv.hpp.
   std::vector<std::string> param;

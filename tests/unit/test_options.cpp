@@ -539,3 +539,19 @@ TEST_CASE("param: -4 with -6, also against the ipv4/ipv6 keys, is refused") {
   CHECK(with([](options& o) { o.ipv4 = false; o.param = {"--ipv4-only"}; }) == v{"/param/0"});
   CHECK(with([](options& o) { o.ipv6 = false; o.param = {"-4", "-4"}; }).empty());
 }
+
+TEST_CASE("param: --dns and --search count with the dns and search keys") {
+  // Debian 12's passt: "Cannot use DNS address ...", "Conflicting DNS
+  // options", "Redundant DNS options", "Cannot use DNS search domain ...",
+  // "Conflicting DNS search options".
+  auto with = [](auto f) { options o; f(o); return pointers(o); };
+  using v = std::vector<std::string>;
+  CHECK(with([](options& o) { o.dns = {"192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"}; o.param = {"-D192.0.2.5"}; }) ==
+        v{"/param/0"});
+  CHECK(with([](options& o) { o.dns = {"none"}; o.param = {"--dns", "192.0.2.1"}; }) == v{"/param/0"});
+  CHECK(with([](options& o) { o.dns = {"192.0.2.1"}; o.param = {"--dns", "none"}; }) == v{"/param/0"});
+  CHECK(with([](options& o) { o.param = {"-D", "none", "-D", "none"}; }) == v{"/param/2"});
+  CHECK(with([](options& o) { o.search = {"a", "b", "c", "d", "e", "f"}; o.param = {"-S", "g"}; }) == v{"/param/0"});
+  CHECK(with([](options& o) { o.search = {"none"}; o.param = {"--search", "a.example"}; }) == v{"/param/0"});
+  CHECK(with([](options& o) { o.dns = {"192.0.2.1", "2001:db8::1"}; o.param = {"-D", "192.0.2.2", "-S", "a"}; }).empty());
+}

@@ -665,6 +665,15 @@ inline std::vector<diagnostic> validate(const options& o) {
     // --quiet with --debug or --trace, from the keys or param: passt refuses both.
     std::string quiet_at = o.quiet.value_or(false) ? "/quiet" : "";
     std::string verbose_at = o.trace.value_or(false) ? "/trace" : o.debug.value_or(false) ? "/debug" : "";
+    // --dns and --search: how many the key gives, where a "none" was given.
+    std::size_t dns_count[2] = {0, 0}, search_count = 0;
+    std::string dns_none_at, search_none_at;
+    for (const auto& s : o.dns)
+      if (s == "none") dns_none_at = "/dns";
+      else if (int family = ip_family(s); family != 0) ++dns_count[family == 6];
+    for (const auto& s : o.search)
+      if (s == "none") search_none_at = "/search";
+      else ++search_count;
     // --ipv4-only, --ipv6-only: where each was given; passt refuses both.
     std::string only_at[2] = {o.ipv6 == false ? "/ipv6" : "", o.ipv4 == false ? "/ipv4" : ""};
     // The options passt refuses twice ("Multiple --mtu options given",
@@ -689,6 +698,27 @@ inline std::vector<diagnostic> validate(const options& o) {
         [&](std::size_t i, const std::vector<std::string>& args) {
           for (std::size_t j = 0; j < args.size(); ++j) {
             const std::string_view a = args[j], n = a.substr(0, a.find('='));
+            if (n == "--dns" || n == "--search") {
+              const bool dns = n == "--dns";
+              const std::string_view value = n.size() < a.size() ? a.substr(n.size() + 1)
+                                             : j + 1 < args.size()  ? std::string_view(args[j + 1]) : "";
+              const int family = dns ? ip_family(value) : 0;
+              if (dns && value != "none" && family == 0) continue; // passt's to refuse
+              std::string& none_at = dns ? dns_none_at : search_none_at;
+              std::size_t& count = dns ? dns_count[family == 6] : search_count;
+              if (value == "none" ? !none_at.empty() || (dns ? dns_count[0] + dns_count[1] : search_count) > 0
+                                  : !none_at.empty())
+                d.push_back({at("param", i), std::string(n) + " " + quote(value) +
+                                                 ": 'none' stands alone, passt refuses it with other values" +
+                                                 (none_at.empty() ? "" : " (none at " + none_at + ")")});
+              else if (value == "none")
+                none_at = at("param", i);
+              else if (++count > (dns ? 4u : 6u))
+                d.push_back({at("param", i), std::string(n) + " " + quote(value) + ": passt takes at most " +
+                                                 (dns ? "4 DNS servers per family" : "6 search domains") +
+                                                 " (the key's included)"});
+              continue;
+            }
             if (n == "--tcp-ports" || n == "--udp-ports") {
               const bool udp = n[2] == 'u';
               const std::string_view spec = n.size() < a.size() ? a.substr(n.size() + 1)
