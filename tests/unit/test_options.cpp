@@ -476,7 +476,12 @@ TEST_CASE("param: an option passt takes once, given again, is refused") {
   }
   // What passt takes several times stays accepted.
   CHECK(with([](options& o) { o.tcp_ports = {"22"}; o.param = {"-t", "23", "--no-tcp", "--no-tcp", "-D", "192.0.2.1"}; }).empty());
-  CHECK(with([](options& o) { o.trace = true; o.param = {"--debug"}; }).empty());
+  // --trace counts as a first --debug ("Multiple --debug options given"
+  // for --trace -d), not the reverse.
+  CHECK(with([](options& o) { o.trace = true; o.param = {"--debug"}; }) == v{"/param/0"});
+  CHECK(with([](options& o) { o.param = {"--trace", "-d"}; }) == v{"/param/1"});
+  CHECK(with([](options& o) { o.param = {"-d", "--trace"}; }).empty());
+  CHECK(with([](options& o) { o.debug = true; o.param = {"--trace"}; }).empty());
 }
 
 TEST_CASE("dns: at most four servers per family, as Debian 12's passt keeps") {

@@ -679,7 +679,8 @@ inline std::vector<diagnostic> validate(const options& o) {
     // The options passt refuses twice ("Multiple --mtu options given",
     // "Redundant interface"...), with where each was given.
     std::vector<std::pair<std::string_view, std::string>> once = {
-        {"--quiet", quiet_at}, {"--debug", o.debug.value_or(false) && !o.trace.value_or(false) ? "/debug" : ""},
+        {"--quiet", quiet_at},
+        {"--debug", o.trace.value_or(false) ? "/trace" : o.debug.value_or(false) ? "/debug" : ""},
         {"--trace", o.trace.value_or(false) ? "/trace" : ""}, {"--stderr", ""}, {"--one-off", ""},
         {"--log-file", o.log_file ? "/log-file" : ""}, {"--log-size", o.log_size ? "/log-size" : ""},
         {"--pcap", o.pcap ? "/pcap" : ""}, {"--runas", o.runas ? "/runas" : ""}, {"--mtu", o.mtu ? "/mtu" : ""},
@@ -752,6 +753,8 @@ inline std::vector<diagnostic> validate(const options& o) {
                                                "): passt refuses it"});
             else if (given != once.end())
               given->second = at("param", i);
+            // --trace sets passt's debug flag: a --debug after it is a second one.
+            if (n == "--trace" && once[1].second.empty()) once[1].second = at("param", i); // once[1]: --debug
             if (n == "--ipv4-only" || n == "--ipv6-only") {
               const bool v6 = n[5] == '6';
               if (!only_at[!v6].empty())
