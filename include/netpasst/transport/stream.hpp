@@ -196,7 +196,10 @@ template <class Executor> class stream_state;
 ///   Frames before it are still delivered, then the transport closes its
 ///   socket: the stream cannot be trusted past that point.
 /// - `errc::connection_closed`: the peer closed the connection (EOF,
-///   ECONNRESET or EPIPE). Whole frames received before are still delivered.
+///   ECONNRESET or EPIPE). When a receive finds the end, whole frames
+///   received before it are still delivered; when a send finds it first
+///   (EPIPE), the transport closes at once and frames not yet handed out
+///   are dropped.
 /// - `errc::protocol_error`: the kernel took part of a write and then a
 ///   later one (no Linux kernel does, see `stream_write_mode`): the byte
 ///   stream is broken, and the transport closes its socket.
