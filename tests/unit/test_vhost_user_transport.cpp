@@ -644,3 +644,55 @@ TEST_CASE("vhost-user transport: a send the backend asked not to be notified of 
   t.close();
   peer.join();
 }
+
+TEST_CASE("vhost-user transport: a descriptor the backend returns twice, or never held, is a protocol error") {
+  // Memory-safe either way, but a slot handed out as two frames (receive),
+  // or two frames written into one slot (transmit), corrupts them.
+  namespace vhost = netpasst::detail::vhost;
+  constexpr std::uint16_t queue_size = 16;
+  scripted_backend backend;
+  pair_fixture p;
+  std::thread peer([&] { backend.serve(p.theirs.get()); });
+  asio::io_context io;
+  netpasst::vhost_user_transport t(io, std::move(p.ours), {.queue_size = queue_size});
+  std::error_code ec;
+  t.handshake(ec);
+  ::shutdown(p.theirs.get(), SHUT_RD); // the backend's thread returns; the transport stays open
+  peer.join();
+  REQUIRE_FALSE(ec);
+  const vhost::memory_layout layout(queue_size);
+  void* mapped = ::mmap(nullptr, layout.size, PROT_READ | PROT_WRITE, MAP_SHARED, backend.memory_fd, 0);
+  REQUIRE(mapped != MAP_FAILED);
+  auto* memory = static_cast<std::byte*>(mapped);
+  auto use = [&](int queue, std::initializer_list<vhost::used_element> elements) {
+    const vhost::queue_layout& q = layout.queue[queue];
+    auto* used = reinterpret_cast<vhost::used_element*>(memory + q.used + 4);
+    std::uint16_t i = 0;
+    for (auto e : elements) used[i++] = e;
+    std::atomic_ref(*reinterpret_cast<std::uint16_t*>(memory + q.used + 2)).store(i, std::memory_order_release);
+  };
+  const std::uint32_t length = vhost::net_header_size + 60;
+
+  SECTION("receive: one slot used twice") {
+    use(0, {{3, length}, {3, length}});
+    std::optional<std::error_code> received;
+    std::size_t frames = 0;
+    t.async_receive([&](std::error_code e, netpasst::frame_batch batch) { received = e, frames = batch.size(); });
+    REQUIRE(netpasst::test::run_until(io, [&] { return received.has_value(); }, 5s));
+    CHECK(*received == netpasst::errc::protocol_error);
+    CHECK(frames == 0);
+    CHECK_FALSE(t.is_open());
+  }
+  SECTION("transmit: a slot returned twice") {
+    const std::byte frame_bytes[60]{};
+    std::size_t sent = 0;
+    while (t.try_send(netpasst::frame(frame_bytes), ec)) ++sent; // every slot in the backend's hands
+    REQUIRE(ec == netpasst::errc::would_block);
+    REQUIRE(sent == queue_size);
+    use(1, {{0, 0}, {0, 0}});
+    CHECK_FALSE(t.try_send(netpasst::frame(frame_bytes), ec));
+    CHECK(ec == netpasst::errc::protocol_error);
+    CHECK_FALSE(t.is_open());
+  }
+  ::munmap(mapped, layout.size);
+}

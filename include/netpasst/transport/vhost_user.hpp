@@ -141,7 +141,9 @@ template <class Executor> class vhost_user_state;
 /// Errors, reported through `std::error_code`:
 /// - `errc::protocol_error`: the backend's reply was malformed, or it lacks
 ///   `VIRTIO_F_VERSION_1`, or a `REPLY_ACK` reported failure (handshake), or
-///   it wrote on the control socket unasked (afterwards).
+///   it wrote on the control socket unasked, or returned in a used ring a
+///   descriptor it did not hold: out of range, or returned twice
+///   (afterwards). The transport then closes.
 /// - `errc::connection_closed`: the backend closed the control socket.
 /// - `errc::start_timeout`: the backend did not answer (or take a message)
 ///   within the reply timeout during the handshake.

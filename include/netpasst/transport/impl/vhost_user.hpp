@@ -150,6 +150,7 @@ public:
     }
     for (int q = 0; q < 2; ++q) queue_[q] = {memory_.get(), layout_.queue[q], config_.queue_size, 0, 0};
     handed_out_ = std::make_unique<std::uint16_t[]>(config_.queue_size);
+    for (auto& owned : device_owns_) owned = std::make_unique<bool[]>(config_.queue_size);
     free_transmit_ = std::make_unique<std::uint16_t[]>(config_.queue_size);
     batch_ = std::make_unique<frame[]>(config_.max_batch_frames);
   }
@@ -262,7 +263,7 @@ public:
     if (error_ || !started_) return ec = error_ ? error_ : make_error_code(errc::transport_closed), 0;
     vhost::split_queue& q = queue_[0];
     if (handed_count_) {
-      for (std::size_t i = 0; i < handed_count_; ++i) q.offer(handed_out_[i]);
+      for (std::size_t i = 0; i < handed_count_; ++i) q.offer(handed_out_[i]), device_owns_[0][handed_out_[i]] = true;
       handed_count_ = 0;
       q.publish();
       if (q.wants_kick()) kick(0);
@@ -271,7 +272,10 @@ public:
     std::size_t n = 0, bytes = 0;
     while (q.last_used != used && n < config_.max_batch_frames) {
       const vhost::used_element e = q.take_used();
-      if (e.id >= q.size || handed_count_ == q.size) return fail(errc::protocol_error), ec = error_, 0;
+      // An id the backend does not hold (out of range, or used twice) would
+      // hand out one slot as two frames.
+      if (e.id >= q.size || !device_owns_[0][e.id]) return fail(errc::protocol_error), ec = error_, 0;
+      device_owns_[0][e.id] = false;
       handed_out_[handed_count_++] = std::uint16_t(e.id);
       if (e.length < vhost::net_header_size + min_frame_size || e.length > vhost::net_header_size + max_frame_size) {
         ++counters_.frames_dropped_received;
@@ -319,7 +323,10 @@ public:
     const std::uint16_t used = q.used_now();
     while (q.last_used != used) {
       const std::uint32_t id = q.take_used().id;
-      if (id < q.size && free_count_ < q.size) free_transmit_[free_count_++] = std::uint16_t(id);
+      // Freeing an id the backend does not hold would put two frames in one slot.
+      if (id >= q.size || !device_owns_[1][id]) return fail(errc::protocol_error), false;
+      device_owns_[1][id] = false;
+      free_transmit_[free_count_++] = std::uint16_t(id);
     }
     return free_count_ > 0;
   }
@@ -339,6 +346,10 @@ public:
         break;
       }
       if (free_count_ == 0 && !reclaim_transmit()) {
+        if (error_) {
+          ec = error_;
+          break;
+        }
         ++counters_.sends_would_block;
         ec = errc::would_block;
         break;
@@ -349,10 +360,11 @@ public:
       std::memcpy(slot + vhost::net_header_size, f.data(), f.size());
       q.descriptors()[id] = {q.slot_address(id), std::uint32_t(vhost::net_header_size + f.size()), 0, 0};
       q.offer(id);
+      device_owns_[1][id] = true;
       ++counters_.frames_sent;
       counters_.bytes_sent += f.size();
     }
-    if (n > 0) {
+    if (n > 0 && !error_) {
       q.publish();
       if (q.wants_kick()) kick(1);
       else ++counters_.kicks_suppressed;
@@ -396,7 +408,7 @@ private:
         q.descriptors()[id] = {q.slot_address(id), std::uint32_t(slot_size),
                                std::uint16_t(receiving ? descriptor_write : 0), 0};
       if (receiving) {
-        for (std::uint16_t id = 0; id < q.size; ++id) q.offer(id);
+        for (std::uint16_t id = 0; id < q.size; ++id) q.offer(id), device_owns_[0][id] = true;
         q.publish();
       }
       setup.queues.push_back({index, q.size, 0, address_of(q.at.descriptors), address_of(q.at.available),
@@ -420,6 +432,7 @@ private:
   std::unique_ptr<std::byte, unmap> memory_{nullptr, unmap{layout_.size}};
   vhost::split_queue queue_[2];
   std::unique_ptr<std::uint16_t[]> handed_out_, free_transmit_;
+  std::unique_ptr<bool[]> device_owns_[2]; // per queue: the descriptors the backend holds
   std::size_t handed_count_ = 0, free_count_ = 0;
   std::unique_ptr<frame[]> batch_;
   vhost_user_negotiation negotiation_;
