@@ -180,6 +180,9 @@ public:
                              const vhost_user_transport_config& config = {})
       : basic_vhost_user_transport(executor_type(context.get_executor()), std::move(socket), config) {}
 
+  /// Moves the device; `other` is left closed (only destruction,
+  /// assignment, `is_open()` and `close()` are valid on it). Pending
+  /// operations stay with the device.
   basic_vhost_user_transport(basic_vhost_user_transport&&) noexcept = default;
   /// Closes this transport (as `close()`), then takes `other`'s.
   basic_vhost_user_transport& operator=(basic_vhost_user_transport&& other) noexcept;

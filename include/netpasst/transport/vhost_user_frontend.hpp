@@ -190,6 +190,9 @@ public:
   basic_vhost_user_frontend(ExecutionContext& context, unique_fd socket, const vhost_user_frontend_config& config = {})
       : basic_vhost_user_frontend(executor_type(context.get_executor()), std::move(socket), config) {}
 
+  /// Moves the connection; `other` is left closed (only destruction,
+  /// assignment, `is_open()` and `close()` are valid on it). Pending
+  /// operations stay with the connection.
   basic_vhost_user_frontend(basic_vhost_user_frontend&&) noexcept = default;
   /// Closes this frontend (as `close()`), then takes `other`'s.
   basic_vhost_user_frontend& operator=(basic_vhost_user_frontend&& other) noexcept;
