@@ -222,9 +222,11 @@ private:
 ///   '/', ':' or blanks; domains; port specs (the grammar of Debian 12's
 ///   passt `-t`/`-u`: an interface needs an address, as in
 ///   `0.0.0.0%eth0/22`; `all` only alone, in its spec and in its list; no
-///   target address); `none` only alone; `ipv4` and `ipv6` not both false;
-///   `quiet` not together with `debug`/`trace`, from the keys or `param`;
-///   log-size;
+///   target address; no port forwarded twice, or excluded twice, in one
+///   protocol's list); `none` only alone; at most 4 DNS servers per family
+///   and 6 search domains; `ipv4` and `ipv6` not both false; `quiet` not
+///   together with `debug`/`trace`, from the keys or `param`; log-size
+///   40960..2^63-1;
 /// - `param` as described at `options::param`.
 std::vector<diagnostic> validate(const options& o);
 
