@@ -645,7 +645,7 @@ TEST_CASE("vhost-user transport: a send the backend asked not to be notified of 
   peer.join();
 }
 
-TEST_CASE("vhost-user transport: a descriptor the backend returns twice, or never held, is a protocol error") {
+TEST_CASE("vhost-user transport: a descriptor the backend returns twice, or never held, is a protocol error that names it") {
   // Memory-safe either way, but a slot handed out as two frames (receive),
   // or two frames written into one slot (transmit), corrupts them.
   namespace vhost = netpasst::detail::vhost;
@@ -682,6 +682,7 @@ TEST_CASE("vhost-user transport: a descriptor the backend returns twice, or neve
     CHECK(*received == netpasst::errc::protocol_error);
     CHECK(frames == 0);
     CHECK_FALSE(t.is_open());
+    CHECK(t.failure_message() == "receive queue: the backend returned descriptor 3, which it did not hold");
   }
   SECTION("transmit: a slot returned twice") {
     const std::byte frame_bytes[60]{};
@@ -693,6 +694,15 @@ TEST_CASE("vhost-user transport: a descriptor the backend returns twice, or neve
     CHECK_FALSE(t.try_send(netpasst::frame(frame_bytes), ec));
     CHECK(ec == netpasst::errc::protocol_error);
     CHECK_FALSE(t.is_open());
+    CHECK(t.failure_message() == "transmit queue: the backend returned descriptor 0, which it did not hold");
+  }
+  SECTION("receive: an id out of range") {
+    use(0, {{queue_size, length}});
+    std::optional<std::error_code> received;
+    t.async_receive([&](std::error_code e, netpasst::frame_batch) { received = e; });
+    REQUIRE(netpasst::test::run_until(io, [&] { return received.has_value(); }, 5s));
+    CHECK(*received == netpasst::errc::protocol_error);
+    CHECK(t.failure_message() == "receive queue: the backend returned descriptor 16, out of range");
   }
   ::munmap(mapped, layout.size);
 }

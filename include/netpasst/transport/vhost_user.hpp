@@ -209,7 +209,9 @@ public:
   /// What was negotiated; zeros before the handshake.
   const vhost_user_negotiation& negotiation() const noexcept;
   /// Why the handshake failed, in words, naming the message ("SET_MEM_TABLE:
-  /// the backend refused it (status 1)"); empty while it did not.
+  /// the backend refused it (status 1)"), or why a used ring ended the
+  /// transport afterwards ("receive queue: the backend returned descriptor
+  /// 3, which it did not hold"); empty while neither happened.
   std::string_view failure_message() const noexcept;
 
   /// The executor given at construction.

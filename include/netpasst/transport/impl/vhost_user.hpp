@@ -21,6 +21,7 @@
 #include <atomic>
 #include <bit>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -157,9 +158,11 @@ public:
 
   const vhost_user_transport_config& config() const noexcept { return config_; }
   const vhost_user_negotiation& negotiation() const noexcept { return negotiation_; }
-  /// The frontend's account of a failed handshake, else the step it failed at.
+  /// The frontend's account of a failed handshake, else the step it failed
+  /// at, else what a used ring held that ended the transport.
   std::string_view failure_message() const noexcept {
-    return frontend_.failure_message().empty() ? negotiation_.failed_step : frontend_.failure_message();
+    if (!frontend_.failure_message().empty()) return frontend_.failure_message();
+    return negotiation_.failed_step.empty() ? std::string_view(ring_failure_) : negotiation_.failed_step;
   }
   Executor executor() const noexcept { return receive_call_executor(); }
   bool is_open() const noexcept { return started_ && !error_; }
@@ -274,7 +277,7 @@ public:
       const vhost::used_element e = q.take_used();
       // An id the backend does not hold (out of range, or used twice) would
       // hand out one slot as two frames.
-      if (e.id >= q.size || !device_owns_[0][e.id]) return fail(errc::protocol_error), ec = error_, 0;
+      if (e.id >= q.size || !device_owns_[0][e.id]) return ring_failed(0, e.id), ec = error_, 0;
       device_owns_[0][e.id] = false;
       handed_out_[handed_count_++] = std::uint16_t(e.id);
       if (e.length < vhost::net_header_size + min_frame_size || e.length > vhost::net_header_size + max_frame_size) {
@@ -324,7 +327,7 @@ public:
     while (q.last_used != used) {
       const std::uint32_t id = q.take_used().id;
       // Freeing an id the backend does not hold would put two frames in one slot.
-      if (id >= q.size || !device_owns_[1][id]) return fail(errc::protocol_error), false;
+      if (id >= q.size || !device_owns_[1][id]) return ring_failed(1, id), false;
       device_owns_[1][id] = false;
       free_transmit_[free_count_++] = std::uint16_t(id);
     }
@@ -388,6 +391,15 @@ private:
     return const_cast<decltype(receive_call_)&>(receive_call_).get_executor();
   }
 
+  /// Ends the transport with `errc::protocol_error` for used ring `queue`
+  /// returning `id`, which the backend does not hold.
+  void ring_failed(int queue, std::uint32_t id) noexcept {
+    std::snprintf(ring_failure_, sizeof ring_failure_, "%s queue: the backend returned descriptor %u, %s",
+                  queue == 0 ? "receive" : "transmit", unsigned(id),
+                  id >= queue_[queue].size ? "out of range" : "which it did not hold");
+    fail(errc::protocol_error);
+  }
+
   std::uint64_t address_of(std::size_t offset) const noexcept {
     return std::uint64_t(reinterpret_cast<std::uintptr_t>(memory_.get() + offset));
   }
@@ -433,6 +445,7 @@ private:
   vhost::split_queue queue_[2];
   std::unique_ptr<std::uint16_t[]> handed_out_, free_transmit_;
   std::unique_ptr<bool[]> device_owns_[2]; // per queue: the descriptors the backend holds
+  char ring_failure_[96] = {};
   std::size_t handed_count_ = 0, free_count_ = 0;
   std::unique_ptr<frame[]> batch_;
   vhost_user_negotiation negotiation_;
