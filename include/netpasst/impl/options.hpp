@@ -699,10 +699,11 @@ inline std::vector<diagnostic> validate(const options& o) {
         [&](std::size_t i, const std::vector<std::string>& args) {
           for (std::size_t j = 0; j < args.size(); ++j) {
             const std::string_view a = args[j], n = a.substr(0, a.find('='));
+            // The option's value: attached after '=', else the next argument.
+            const std::string_view value = n.size() < a.size() ? a.substr(n.size() + 1)
+                                           : j + 1 < args.size()  ? std::string_view(args[j + 1]) : "";
             if (n == "--dns" || n == "--search") {
               const bool dns = n == "--dns";
-              const std::string_view value = n.size() < a.size() ? a.substr(n.size() + 1)
-                                             : j + 1 < args.size()  ? std::string_view(args[j + 1]) : "";
               const int family = dns ? ip_family(value) : 0;
               if (dns && value != "none" && family == 0) continue; // passt's to refuse
               std::string& none_at = dns ? dns_none_at : search_none_at;
@@ -722,8 +723,7 @@ inline std::vector<diagnostic> validate(const options& o) {
             }
             if (n == "--tcp-ports" || n == "--udp-ports") {
               const bool udp = n[2] == 'u';
-              const std::string_view spec = n.size() < a.size() ? a.substr(n.size() + 1)
-                                            : j + 1 < args.size()  ? std::string_view(args[j + 1]) : "";
+              const std::string_view spec = value;
               const bool lone = spec == "none" || spec == "all";
               // A spec that does not parse is passt's to refuse; only the overlaps are checked.
               if (!port_spec_error(spec).empty()) continue;
@@ -738,8 +738,6 @@ inline std::vector<diagnostic> validate(const options& o) {
             }
             auto f = std::find_if(std::begin(families), std::end(families), [&](auto& e) { return e.name == n; });
             if (f == std::end(families)) continue;
-            const std::string_view value = n.size() < a.size() ? a.substr(n.size() + 1)
-                                           : j + 1 < args.size()  ? std::string_view(args[j + 1]) : "";
             if (int family = ip_family(value, true); family != 0 && !f->at[family == 6].empty())
               d.push_back({at("param", i), std::string(n) + " gives a second IPv" + std::to_string(family) +
                                                " address (also at " + f->at[family == 6] + "): passt refuses it"});
